@@ -1,0 +1,433 @@
+"""Helpers shared by the workflow modules: DAG defaults, params, settings handed to operators, phases."""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+
+from airflow_deploy_provider.config.loader import ServiceConfig
+from airflow_deploy_provider.config.models import EnvironmentFile
+from airflow_deploy_provider.config.types import BUILTIN_METRICS, Condition, MetricInfo
+from airflow_deploy_provider.ledger.hook import DEFAULT_LEDGER_CONN_ID
+from airflow_deploy_provider.operators.base import DEPLOYMENT_ID_TEMPLATE, release_field
+from airflow_deploy_provider.operators.deploy import (
+    DeployVersionOperator,
+    PromoteVersionOperator,
+    RollbackOperator,
+    VerifyTrafficOperator,
+    WaitForRolloutOperator,
+)
+from airflow_deploy_provider.operators.gate import CanaryStepOperator, MetricGateOperator, TrafficSwitchOperator
+from airflow_deploy_provider.operators.lifecycle import (
+    BRANCH_PATTERN,
+    COMMIT_PATTERN,
+    ISSUE_PATTERN,
+    VERSION_PATTERN,
+    FinishDeploymentOperator,
+    StartDeploymentOperator,
+)
+from airflow_deploy_provider.operators.steps import PipelineStepOperator
+from airflow_deploy_provider.operators.validation import TestSuiteOperator
+
+START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+STEP_TASK_IDS = {
+    "unit-tests": "run_unit_tests", "build-image": "build_image", "push-image": "push_image",
+    "scan-cves": "scan_cves", "scan-secrets": "scan_secrets", "generate-sbom": "generate_sbom",
+    "retag-image": "retag_image", "sign-image": "sign_image", "terraform": "apply_terraform",
+    "update-dns": "update_dns", "configure-alerts": "configure_alerts", "setup-dashboards": "setup_dashboards",
+    "enable-tracing": "enable_tracing", "release-notes": "update_release_notes",
+    "document-config-changes": "document_configuration_changes",
+}
+# Bounds for blue-green's post-switch watch, which the spec gives no analysis section.
+BLUEGREEN_INTERVAL = timedelta(seconds=30)
+
+
+class ServiceDagBuilder:
+    """Builds one DAG of a service; holds the settings every task of it shares."""
+
+    def __init__(self, config: ServiceConfig, environment: str | None, *, kind: str = "deploy",
+                 region: str | None = None, ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID):
+        self.config = config
+        self.svc = config.service
+        self.environment = environment or "production"
+        self.env: EnvironmentFile | None = config.environments.get(self.environment)
+        self.kind = kind
+        self.region = region
+        self.ledger_conn_id = ledger_conn_id
+        self.start_task_id = "start_deployment"
+
+    # ------------------------------------------------------------------------------------------- settings
+
+    @property
+    def name(self) -> str:
+        return self.svc.service
+
+    def common(self) -> dict[str, Any]:
+        return {"service": self.name, "environment": self.environment, "region": self.region,
+                "ledger_conn_id": self.ledger_conn_id, "deployment_id": DEPLOYMENT_ID_TEMPLATE}
+
+    @cached_property
+    def _platform_settings(self) -> dict[str, Any]:
+        settings = self.svc.platform.model_dump(mode="json", by_alias=False)
+        settings["service_root"] = str(self.config.root)
+        if self.region is not None and self.config.multi_region is not None:
+            region = next(r for r in self.config.multi_region.regions if r.name == self.region)
+            if region.connection:
+                settings["connection"] = region.connection
+        return settings
+
+    def platform_settings(self) -> dict[str, Any]:
+        """Platform settings handed to operators (one shared dict per DAG: operators never change it)."""
+        return self._platform_settings
+
+    def on_platform(self) -> dict[str, Any]:
+        return {**self.common(), "platform": self._platform_settings}
+
+    @cached_property
+    def _metrics_settings(self) -> dict[str, Any]:
+        metrics = self.svc.metrics
+        return {"provider": self.svc.metric_provider, "connection": metrics.connection, "labels": metrics.labels,
+                "queries": metrics.queries, "platform": self._platform_settings,
+                "namespace": self._platform_settings.get("namespace") or self.environment}
+
+    def metrics_settings(self) -> dict[str, Any]:
+        return self._metrics_settings
+
+    @cached_property
+    def _notification(self) -> dict[str, Any] | None:
+        notifications = self.svc.notifications
+        if notifications is None or notifications.slack is None:
+            return None
+        return {"slack_conn_id": notifications.slack.connection, "channel": notifications.slack.channel,
+                "events": list(notifications.events)}
+
+    def notification(self) -> dict[str, Any] | None:
+        return self._notification
+
+    def release(self, name: str) -> str:
+        return release_field(name, self.start_task_id)
+
+    def metric_info(self, name: str) -> MetricInfo:
+        return self.config.metrics.get(name) or BUILTIN_METRICS[name]
+
+    def metric_query(self, name: str) -> str | None:
+        if name in self.svc.metrics.queries:
+            return self.svc.metrics.queries[name]
+        custom = next((c for c in self.svc.metrics.custom if c.name == name), None)
+        return custom.query if custom else None
+
+    def gate_metrics(self) -> list[dict[str, Any]]:
+        env = self.env
+        if env is None or env.canary is None:
+            return []
+        out = []
+        for check in env.canary.analysis.metrics:
+            info = self.metric_info(check.name)
+            out.append({"name": check.name, "unit": info.unit,
+                        "max": check.max.value(info.unit) if check.max is not None else None,
+                        "min": check.min.value(info.unit) if check.min is not None else None,
+                        "query": self.metric_query(check.name)})
+        return out
+
+    def gate_conditions(self, conditions: Iterable[Condition] | None = None) -> list[dict[str, Any]]:
+        if conditions is None:
+            auto = self.env.auto_rollback if self.env is not None else None
+            conditions = auto.conditions if auto is not None and auto.enabled else []
+        out = []
+        for cond in conditions:
+            info = self.metric_info(cond.metric)
+            out.append({"text": cond.text, "metric": cond.metric, "op": cond.op,
+                        "threshold": cond.threshold(info.unit), "unit": info.unit,
+                        "query": self.metric_query(cond.metric)})
+        return out
+
+    @staticmethod
+    def metrics_from_conditions(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Gate bounds implied by rollback conditions (``error_rate > 5%`` -> ``error_rate`` at most 5)."""
+        metrics: dict[str, dict[str, Any]] = {}
+        for c in conditions:
+            m = metrics.setdefault(c["metric"], {"name": c["metric"], "unit": c["unit"], "max": None, "min": None,
+                                                 "query": c["query"]})
+            if c["op"] in (">", ">="):
+                m["max"] = c["threshold"] if m["max"] is None else min(m["max"], c["threshold"])
+            else:
+                m["min"] = c["threshold"] if m["min"] is None else max(m["min"], c["threshold"])
+        return list(metrics.values())
+
+    @property
+    def auto_rollback(self) -> bool:
+        env = self.env
+        return env is None or env.auto_rollback is None or env.auto_rollback.enabled
+
+    @property
+    def health(self) -> dict[str, Any]:
+        hc = self.env.health_check if self.env is not None else None
+        if hc is None:
+            return {}
+        return {"path": hc.path, "initial_delay": hc.initial_delay.total_seconds(), "timeout": hc.timeout.total_seconds(),
+                "interval": hc.interval.total_seconds(), "failure_threshold": hc.failure_threshold}
+
+    def resources(self) -> dict[str, Any] | None:
+        res = self.env.resources if self.env is not None else None
+        return res.model_dump(mode="json", exclude_none=True) if res is not None else None
+
+    @property
+    def expected_ready(self) -> float:
+        """Seconds a replica typically needs to turn ready: the initial delay plus a probe or two."""
+        if self.env is None:
+            return 15.0
+        hc = self.env.health_check
+        return hc.initial_delay.total_seconds() + 2 * hc.interval.total_seconds()
+
+    # ------------------------------------------------------------------------------------------------ DAG
+
+    def dag(self, dag_id: str, *, title: str, params: dict[str, Param], doc_md: str = "",
+            tags: Sequence[str] = ()) -> DAG:
+        description = f"{title} - {self.svc.description}" if self.svc.description else title
+        self.params = params
+        return DAG(
+            dag_id=dag_id,
+            dag_display_name=f"{self.name}: {title}",
+            description=description[:250],
+            schedule=None,
+            start_date=START_DATE,
+            catchup=False,
+            max_active_runs=1,
+            is_paused_upon_creation=False,
+            tags=[self.name, self.environment, *tags],
+            doc_md=doc_md or None,
+            default_args={"owner": self.svc.owner, "retries": 0},
+            auto_register=False,  # a DAG whose build fails half-way must not be picked up
+        )
+
+    def finalize(self, dag: DAG, workflow: str) -> DAG:
+        """Attach the params and the doc once every task exists.
+
+        Params are set last on purpose: every operator created inside a DAG deep-copies the DAG's params
+        (once per class in its hierarchy), which made params set up front the largest cost of parsing.
+        At run time Airflow reads the params from the DAG, so the tasks need no copy.
+        """
+        from airflow_deploy_provider.factory.docs import describe_dag
+        
+        dag.params = self.params
+        describe_dag(dag, self, workflow)
+        return dag
+
+    # ---------------------------------------------------------------------------------------------- tasks
+
+    def start(self, task_id: str = "start_deployment", **kwargs: Any) -> StartDeploymentOperator:
+        """The run's first task. Later tasks read the release it resolves, so it is created first."""
+        kwargs.setdefault("reason", "{{ params.reason }}")
+        op = StartDeploymentOperator(
+            task_id=task_id, **self.common(), kind=self.kind, image_repository=self.svc.image_repository,
+            config_fingerprint=self.config.fingerprint, notification=self.notification(), retries=2,
+            retry_delay=timedelta(seconds=10), **kwargs)
+        self.start_task_id = op.task_id  # includes the task group's prefix
+        return op
+
+    def finish_success(self, task_id: str, *, record: bool = True, announce: bool = True) -> FinishDeploymentOperator:
+        return FinishDeploymentOperator(task_id=task_id, **self.common(), outcome="succeeded", record=record,
+                                        announce=announce, notification=self.notification(), retries=2,
+                                        retry_delay=timedelta(seconds=10))
+
+    def finish_failure(self, task_id: str = "handle_failure") -> FinishDeploymentOperator:
+        return FinishDeploymentOperator(task_id=task_id, **self.common(), outcome="failed",
+                                        notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED,
+                                        retries=2, retry_delay=timedelta(seconds=10))
+
+    def step(self, name: str, task_id: str | None = None) -> PipelineStepOperator | None:
+        runner = self.svc.steps.get(name)
+        if runner is None:
+            return None
+        return PipelineStepOperator(
+            task_id=task_id or STEP_TASK_IDS[name], **self.common(), step=name,
+            runner=runner.model_dump(mode="python", exclude_none=True), version=self.release("version"),
+            image=self.release("image"), commit=self.release("commit"), service_root=str(self.config.root))
+
+    def steps(self, names: Sequence[str]) -> list[PipelineStepOperator]:
+        return [op for op in (self.step(n) for n in names) if op is not None]
+
+    def suite(self, name: str, task_id: str | None = None, role: str | None = None) -> TestSuiteOperator:
+        suite = self.config.suite(name)
+        return TestSuiteOperator(
+            task_id=task_id or f"{name.replace('-', '_')}_tests", **self.on_platform(), suite_name=name,
+            suite=suite.model_dump(mode="python") if suite is not None else None, role=role,
+            version=self.release("version"), service_root=str(self.config.root),
+            health_path=self.env.health_check.path if self.env is not None else "/health")
+
+    # ------------------------------------------------------------------------------------- deploy phases
+
+    def strategy_tasks(self) -> tuple[Any, Any]:
+        """The strategy's own tasks (recreate, rolling, blue-green or canary), created in the current task
+        group. Returns the first task and the last task of the main path."""
+        env = self.env
+        assert env is not None
+        if env.strategy in ("recreate", "rolling"):
+            tasks = self._replace_stable(env)
+        elif env.strategy == "bluegreen":
+            tasks = self._blue_green(env)
+        else:
+            tasks = self._canary(env)
+        return tasks[0], tasks[-1]
+
+    def _deploy(self, role: str, task_id: str, replicas: int | None = None) -> DeployVersionOperator:
+        env = self.env
+        assert env is not None
+        return DeployVersionOperator(
+            task_id=task_id, **self.on_platform(), role=role, version=self.release("version"),
+            image=self.release("image"), replicas=replicas or env.replicas,
+            strategy=env.strategy, replica_resources=self.resources(), health_check=self.health,
+            progress_deadline=env.progress_deadline.total_seconds(), retries=2, retry_delay=timedelta(seconds=10))
+
+    def _wait(self, role: str, task_id: str) -> WaitForRolloutOperator:
+        env = self.env
+        assert env is not None
+        return WaitForRolloutOperator(
+            task_id=task_id, **self.on_platform(), role=role, version=self.release("version"),
+            progress_deadline=env.progress_deadline.total_seconds(),
+            poll_interval=max(0.2, min(2.0, env.health_check.interval.total_seconds())),
+            expected_ready_after=self.expected_ready)
+
+    def _replace_stable(self, env: EnvironmentFile) -> list[Any]:
+        deploy = self._deploy("stable", "deploy_version")
+        wait = self._wait("stable", "wait_until_ready")
+        deploy >> wait
+        return [deploy, wait]
+
+    def _blue_green(self, env: EnvironmentFile) -> list[Any]:
+        switch_settings = env.effective_traffic_switch
+        deploy = self._deploy("canary", "deploy_green")
+        wait = self._wait("canary", "wait_green_ready")
+        tests = []
+        suites = switch_settings.pre_switch_tests
+        if suites is None:
+            suites = [s for s in ("integration", "smoke") if s == "smoke" or s in self.svc.tests]
+        for name in suites:
+            tests.append(self.suite(name, task_id=f"{name.replace('-', '_')}_tests_on_green", role="canary"))
+        switch = TrafficSwitchOperator(task_id="switch_traffic", **self.on_platform(), to="green",
+                                       version=self.release("version"), retries=2, retry_delay=timedelta(seconds=5))
+        conditions = self.gate_conditions() or self.gate_conditions(self.svc.rollback.conditions)
+        watch = MetricGateOperator(
+            task_id="watch_after_switch", **self.on_platform(), version=self.release("version"),
+            metrics=self.metrics_from_conditions(conditions), conditions=conditions,
+            interval=min(BLUEGREEN_INTERVAL, switch_settings.test_duration), duration=switch_settings.test_duration,
+            min_requests=0, failure_limit=1, budget="bluegreen", metrics_provider=self.metrics_settings(),
+            rollback_on_failure=switch_settings.rollback_on_error, notification=self.notification())
+        retire = PromoteVersionOperator(task_id="retire_blue", **self.on_platform(), version=self.release("version"),
+                                        retries=2, retry_delay=timedelta(seconds=10))
+        _chain(deploy, wait, *tests, switch, watch, retire)
+        if switch_settings.rollback_on_error:
+            back = RollbackOperator(task_id="switch_back_to_blue", **self.on_platform(), version=self.release("version"),
+                                    notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED, retries=2,
+                                    retry_delay=timedelta(seconds=5))
+            [deploy, wait, *tests, switch, watch] >> back
+        return [deploy, retire]
+
+    def _canary(self, env: EnvironmentFile) -> list[Any]:
+        assert env.canary is not None
+        analysis = env.canary.analysis
+        deploy = self._deploy("canary", "deploy_canary")
+        wait = self._wait("canary", "wait_canary_ready")
+        chain_tasks: list[Any] = [deploy, wait]
+        metrics = self.gate_metrics()
+        conditions = self.gate_conditions()
+        for i, step in enumerate(env.canary.steps, start=1):
+            chain_tasks.append(CanaryStepOperator(
+                task_id=f"step_{i}_{step.weight}pct", **self.on_platform(), weight=step.weight, pause=step.pause,
+                version=self.release("version"), metrics=metrics, conditions=conditions, interval=analysis.interval,
+                min_requests=analysis.min_requests, failure_limit=analysis.threshold,
+                metrics_provider=self.metrics_settings(), rollback_on_failure=self.auto_rollback,
+                notification=self.notification(), retries=1, retry_delay=timedelta(seconds=5)))
+        promote = PromoteVersionOperator(task_id="terminate_old_version", **self.on_platform(),
+                                         version=self.release("version"), retries=2, retry_delay=timedelta(seconds=10))
+        update_lb = VerifyTrafficOperator(task_id="update_load_balancer", **self.on_platform(),
+                                          version=self.release("version"), retries=3, retry_delay=timedelta(seconds=5))
+        _chain(*chain_tasks, promote, update_lb)
+        if self.auto_rollback:
+            rollback = RollbackOperator(task_id="rollback", **self.on_platform(), version=self.release("version"),
+                                        notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED,
+                                        retries=2, retry_delay=timedelta(seconds=5))
+            chain_tasks >> rollback
+        return [deploy, update_lb]
+
+    @staticmethod
+    def canary_replicas(replicas: int, weight: int) -> int:
+        return max(1, math.ceil(replicas * weight / 100))
+
+
+def _chain(*tasks: Any) -> None:
+    for up, down in zip(tasks, tasks[1:]):
+        up >> down
+
+
+def chain_phases(*phases: Any) -> None:
+    """Chain phases (tasks, task groups or lists of tasks run in parallel) in order, skipping absent ones:
+    ``None``, empty lists and empty task groups (phases whose steps are not configured)."""
+    present = [p for p in phases if not _empty(p)]
+    for up, down in zip(present, present[1:]):
+        up >> down
+
+
+def _empty(phase: Any) -> bool:
+    if phase is None:
+        return True
+    if isinstance(phase, list):
+        return not phase
+    if isinstance(phase, TaskGroup):
+        return not phase.children
+    return False
+
+
+@contextmanager
+def phase(group_id: str, tooltip: str):
+    """A task group named after a phase of the spec's workflow."""
+    with TaskGroup(group_id, tooltip=tooltip) as tg:
+        yield tg
+
+
+# -------------------------------------------------------------------------------------------------- params
+
+
+def version_param(required: bool = True, description: str = "Version to deploy, as built and tagged.") -> Param:
+    if required:
+        return Param(type="string", pattern=VERSION_PATTERN, title="Version", description=description)
+    return Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Version", description=description)
+
+
+def commit_param(required: bool = False) -> Param:
+    if required:
+        return Param(type="string", pattern=COMMIT_PATTERN, title="Commit", description="Git commit sha (7-40 hex).")
+    return Param(None, type=["null", "string"], pattern=COMMIT_PATTERN, title="Commit",
+                 description="Git commit sha of the version (7-40 hex), if known.")
+
+
+def reason_param(required: bool = False, min_length: int = 0) -> Param:
+    if required:
+        return Param(type="string", minLength=max(1, min_length), maxLength=2000, title="Reason",
+                     description="Why this runs; recorded in the ledger and announced.")
+    return Param(None, type=["null", "string"], maxLength=2000, title="Reason",
+                 description="Why this runs; recorded in the ledger and announced.")
+
+
+def branch_param() -> Param:
+    return Param(None, type=["null", "string"], pattern=BRANCH_PATTERN, title="Branch", description="Git branch.")
+
+
+def text_param(title: str, description: str, max_length: int = 2000) -> Param:
+    return Param(None, type=["null", "string"], maxLength=max_length, title=title, description=description)
+
+
+def issue_param() -> Param:
+    return Param(type="string", pattern=ISSUE_PATTERN, title="Issue id",
+                 description="Incident or ticket id, such as INC-1234; used in the image tag hotfix-<issue id>.")
+
+
+def severity_param() -> Param:
+    return Param("critical", type="string", enum=["critical", "major"], title="Severity",
+                 description="critical: one tech lead approves; major: one senior engineer approves.")

@@ -1,0 +1,102 @@
+"""``hotfix_<service>``: the spec's hotfix fast track to production."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, TriggerRule
+
+from airflow_deploy_provider.factory.builder import (
+    ServiceDagBuilder,
+    chain_phases,
+    commit_param,
+    issue_param,
+    phase,
+    reason_param,
+    severity_param,
+    version_param,
+)
+from airflow_deploy_provider.factory.common import approval_task
+from airflow_deploy_provider.factory.production import monitoring_tasks
+from airflow_deploy_provider.operators.deploy import (
+    PromoteVersionOperator,
+    RollbackOperator,
+    SnapshotOperator,
+)
+from airflow_deploy_provider.operators.gate import CanaryStepOperator
+from airflow_deploy_provider.operators.lifecycle import EmergencyOverrideOperator
+from airflow_deploy_provider.operators.validation import RecordIncidentOperator
+
+
+def build(b: ServiceDagBuilder) -> DAG:
+    env = b.env
+    assert env is not None
+    settings = b.svc.hotfix
+    params = {
+        "version": version_param(description="Hotfix version (from the hotfix tag)."),
+        "issue_id": issue_param(),
+        "severity": severity_param(),
+        "reason": reason_param(required=True, min_length=10),
+        "commit": commit_param(),
+    }
+    dag = b.dag(f"hotfix_{b.name}", title="hotfix to production", params=params, tags=["hotfix"])
+    with dag:
+        start = b.start(tag_template="hotfix-{issue_id}", commit="{{ params.commit or '' }}",
+                        issue_id="{{ params.issue_id }}", severity="{{ params.severity }}")
+        with phase("hotfix_creation", "Fast-track review (one approver by severity), critical tests only") as creation:
+            approve = approval_task(b, "hotfix", task_id="fast_track_approval", severity="{{ params.severity }}")
+            critical = b.suite("critical", task_id="run_critical_tests") if "critical" in b.svc.tests else None
+            chain_phases(approve, critical)
+        with phase("emergency_build", "Build {service}:hotfix-{issue-id}, quick scan (blocking CVEs only), push") \
+                as build_:
+            chain_phases(*b.steps(["build-image", "scan-cves", "push-image"]))
+        with phase("expedited_deployment", "Skip staging (emergency override), one replica first, all after "
+                   f"{int(settings.stability_period.total_seconds() // 60)} stable minutes, close monitoring") \
+                as deploy:
+            override = EmergencyOverrideOperator(task_id="record_emergency_override", **b.common(),
+                                                 version=b.release("version"))
+            snapshot = SnapshotOperator(task_id="snapshot_current_state", **b.on_platform())
+            first = b._deploy("canary", "deploy_to_one_replica", replicas=settings.validation_replicas)
+            wait_first = b._wait("canary", "wait_one_replica_ready")
+            share = max(1, min(100, math.ceil(100 * settings.validation_replicas / max(env.replicas, 1))))
+            analysis = env.canary.analysis if env.canary is not None else None
+            conditions = b.gate_conditions()
+            metrics = b.gate_metrics() or b.metrics_from_conditions(conditions or b.gate_conditions(
+                b.svc.rollback.conditions))
+            validate = CanaryStepOperator(
+                task_id="validate_one_replica", **b.on_platform(), weight=share, pause=settings.stability_period,
+                version=b.release("version"), metrics=metrics, conditions=conditions,
+                interval=analysis.interval if analysis else min(timedelta(minutes=1), settings.stability_period),
+                min_requests=analysis.min_requests if analysis else 0,
+                failure_limit=analysis.threshold if analysis else 1, metrics_provider=b.metrics_settings(),
+                rollback_on_failure=True, notification=b.notification())
+            promote = PromoteVersionOperator(task_id="deploy_to_all", **b.on_platform(), version=b.release("version"))
+            wait_all = b._wait("stable", "wait_all_ready")
+            rollback = RollbackOperator(task_id="rollback", **b.on_platform(), version=b.release("version"),
+                                        notification=b.notification(), trigger_rule=TriggerRule.ONE_FAILED)
+            chain_phases(override, snapshot, first, wait_first, validate, promote, wait_all)
+            [first, wait_first, validate] >> rollback
+        with phase("monitor_closely", f"Watch for {int(settings.monitor_duration.total_seconds() // 60)} minutes "
+                   "with automatic rollback") as monitor:
+            monitoring_tasks(b, duration=settings.monitor_duration)
+        with phase("post_hotfix_actions", "Deploy the same version to lower environments, document the incident") \
+                as post:
+            lower = [
+                TriggerDagRunOperator(
+                    task_id=f"deploy_to_{name}", trigger_dag_id=f"deploy_{b.name}_{name}",
+                    trigger_run_id="hotfix__{{ run_id }}",
+                    conf={"version": "{{ ti.xcom_pull(task_ids='start_deployment')['version'] }}",
+                          "reason": "hotfix {{ params.issue_id }} propagated from production",
+                          "commit": "{{ params.commit }}"},
+                    skip_when_already_exists=True, wait_for_completion=False)
+                for name in settings.lower_environments if name in b.config.environments
+            ]
+            incident = RecordIncidentOperator(task_id="document_incident", **b.common())
+            success = b.finish_success("notify_success")
+            chain_phases(incident, lower, success) if lower else chain_phases(incident, success)
+        failure = b.finish_failure()
+        chain_phases(start, creation, build_, deploy, monitor, post, failure)
+    return b.finalize(dag, "hotfix")
+

@@ -1,0 +1,65 @@
+"""``deploy_<service>_staging``: the spec's staging workflow (blue-green by default)."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from airflow_deploy_provider.factory.builder import (
+    ServiceDagBuilder,
+    chain_phases,
+    commit_param,
+    phase,
+    reason_param,
+    version_param,
+)
+from airflow_deploy_provider.factory.common import approval_task, migration_task
+from airflow_deploy_provider.operators.deploy import CapacityCheckOperator
+from airflow_deploy_provider.operators.validation import ConfigValidationOperator, PromotionCheckOperator
+
+
+def build(b: ServiceDagBuilder) -> DAG:
+    env = b.env
+    assert env is not None
+    params = {"version": version_param(description="Version that passed development."),
+              "commit": commit_param(), "reason": reason_param()}
+    dag = b.dag(f"deploy_{b.name}_staging", title="deploy to staging", params=params, tags=["deploy"])
+    with dag:
+        start = b.start(tag_template="staging-{version}", commit="{{ params.commit or '' }}")
+        with phase("manual_approval", "Reviewer checks development, verifies test coverage, approves the "
+                   "promotion") as approval:
+            verify = PromotionCheckOperator(task_id="verify_development_passed", **b.common(),
+                                            version=b.release("version"), previous_environment="development")
+            approve = approval_task(b, "staging")
+            chain_phases(verify, approve)
+        with phase("pre_deployment_validation", "Check capacity, migration compatibility, configuration, "
+                   "dependency updates") as validation:
+            CapacityCheckOperator(task_id="check_capacity", **b.on_platform(), replicas=env.replicas,
+                                  replica_resources=b.resources())
+            migration_task(b, task_id="check_migration_compatibility", dry_run=True)
+            ConfigValidationOperator(task_id="validate_configuration", **b.common(), deploy_dir=str(b.config.deploy_dir),
+                                     fingerprint=b.config.fingerprint)
+        with phase("build_promotion", "Re-tag the image {service}:staging-{version}, sign it with Cosign, push") \
+                as promotion:
+            chain_phases(*b.steps(["retag-image", "sign-image", "push-image"]))
+        with phase("infrastructure_update", "Apply Terraform changes, wait for stability, update DNS records") \
+                as infrastructure:
+            chain_phases(*b.steps(["terraform", "update-dns"]))
+        deploy_group = "blue_green_deployment" if env.strategy == "bluegreen" else f"{env.strategy}_deployment"
+        with phase(deploy_group, "Deploy green, test it, switch traffic from blue to green") as deploy:
+            migrate = migration_task(b)
+            head, tail = b.strategy_tasks()
+            chain_phases(migrate, head)
+        with phase("post_deployment_testing", "Full test suite, load testing, DAST, performance benchmarking") \
+                as testing:
+            chain_phases(*[b.suite(name) for name in env.post_deployment_tests])
+        with phase("monitoring_setup", "Configure alerts, set up dashboards, enable tracing") as monitoring:
+            b.steps(["configure-alerts", "setup-dashboards", "enable-tracing"])
+        with phase("notification_and_documentation", "Update release notes, notify stakeholders, document "
+                   "configuration changes") as notify:
+            docs = b.steps(["release-notes", "document-config-changes"])
+            success = b.finish_success("notify_stakeholders")
+            chain_phases(docs, success)
+        failure = b.finish_failure()
+        chain_phases(start, approval, validation, promotion, infrastructure, deploy, testing, monitoring, notify,
+                     failure)
+    return b.finalize(dag, "staging")

@@ -1,0 +1,353 @@
+"""Start and finish of a deployment: the ledger record, the release being deployed, the notifications."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_deploy_provider.operators.base import DeploymentBaseOperator, check_choice
+
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+COMMIT_PATTERN = r"^[0-9a-f]{7,40}$"
+ISSUE_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,19}-[0-9]{1,10}$|^[0-9]{1,10}$"
+BRANCH_PATTERN = r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<!/)(?<!\.lock)$"
+KINDS = ("deploy", "hotfix", "rollback", "rollout")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in ("", "None"))
+
+
+def _check(name: str, value: str, pattern: str, example: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{name} {value!r} is not valid: expected something like {example}")
+    return value
+
+
+class NotifyingMixin:
+    """Sends deployment notifications once per deployment and event, even when a task is retried."""
+
+    notification: dict[str, Any] | None
+
+    def notify(self, event: str, message: Any, context: Any) -> str:
+        """Send ``message`` for ``event``; returns what happened (``sent``, ``skipped: ...``)."""
+        settings = self.notification or {}
+        conn_id = settings.get("slack_conn_id")
+        if not conn_id:
+            return "skipped: no notification channel configured"
+        if event not in settings.get("events", ("start", "success", "failure", "rollback", "approval")):
+            return f"skipped: {event} notifications are turned off"
+        ledger = self.ledger  # type: ignore[attr-defined]
+        deployment_id = self.deployment_id  # type: ignore[attr-defined]
+        key = f"{event}:{getattr(self, 'task_id', '')}"
+        if any(e.data.get("key") == key for e in ledger.events(deployment_id, kind="notification")):
+            return "skipped: already sent by an earlier try"
+        from airflow_deploy_provider.notifications.slack import DeploymentNotifier
+
+        DeploymentNotifier(slack_webhook_conn_id=conn_id, message=message).notify(context)
+        ledger.record_event(deployment_id, "notification", message.text(), task_id=getattr(self, "task_id", None),
+                            data={"key": key, "event": event, "channel": settings.get("channel")})
+        return "sent"
+
+
+class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
+    """
+    Starts a deployment: validates what the person or webhook supplied, resolves the version and image,
+    records the deployment in the ledger and announces it. Returns the release (version, image, previous
+    version, commit, ...) that later tasks read.
+
+    Re-running it returns the release recorded the first time: a retry cannot change what is deployed.
+
+    :param kind: ``deploy``, ``hotfix``, ``rollback`` or ``rollout`` (multi-region orchestration).
+    :param image_repository: image repository without tag.
+    :param tag_template: image tag, with ``{version}``, ``{short_sha}`` and ``{issue_id}`` placeholders.
+    :param version: version to deploy (templated). Empty for development means the commit's short sha; for a
+        rollback, the last stable version before the current one.
+    :param commit: commit sha (templated).
+    :param branch: git branch (templated).
+    :param author: commit author (templated).
+    :param commit_message: commit message (templated).
+    :param reason: why this deployment happens (templated).
+    :param issue_id: hotfix issue id (templated).
+    :param severity: hotfix severity, ``critical`` or ``major`` (templated).
+    :param trigger: what started the run (templated); default the DAG run's type.
+    :param parent_id: ledger id of the orchestrating deployment for a regional run (templated).
+    :param config_fingerprint: hash of the ``.deploy`` files the DAG was built from.
+    :param notification: where to announce it, see :class:`NotificationSettings`.
+    """
+
+    template_fields: Sequence[str] = (
+        "deployment_id", "version", "commit", "branch", "author", "commit_message", "reason", "issue_id",
+        "severity", "trigger", "parent_id",
+    )
+    ui_color = "#d2e3fc"
+
+    def __init__(
+        self,
+        *,
+        kind: str = "deploy",
+        image_repository: str,
+        tag_template: str = "{version}",
+        version: str | None = "{{ params.version }}",
+        commit: str | None = None,
+        branch: str | None = None,
+        author: str | None = None,
+        commit_message: str | None = None,
+        reason: str | None = None,
+        issue_id: str | None = None,
+        severity: str | None = None,
+        trigger: str | None = "{{ dag_run.run_type }}",
+        parent_id: str | None = None,
+        config_fingerprint: str | None = None,
+        notification: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_choice(self.task_id, "kind", kind, KINDS)
+        for placeholder in re.findall(r"{(\w+)}", tag_template):
+            check_choice(self.task_id, "tag_template placeholder", placeholder, ("version", "short_sha", "issue_id"))
+        self.kind = kind
+        self.image_repository = image_repository
+        self.tag_template = tag_template
+        self.version = version
+        self.commit = commit
+        self.branch = branch
+        self.author = author
+        self.commit_message = commit_message
+        self.reason = reason
+        self.issue_id = issue_id
+        self.severity = severity
+        self.trigger = trigger
+        self.parent_id = parent_id
+        self.config_fingerprint = config_fingerprint
+        self.notification = notification
+
+    def describe(self) -> str:
+        return f"record the {self.kind} in the ledger, resolve version and image ({self.image_repository}:" \
+               f"{self.tag_template}), announce the start"
+
+    def resolve(self) -> dict[str, Any]:
+        """Validate the inputs and work out version and image (no side effects)."""
+        commit = None if _blank(self.commit) else _check("commit", str(self.commit).lower(), COMMIT_PATTERN,
+                                                          "'3f2c9ab' (7 to 40 hex digits)")
+        short_sha = commit[:7] if commit else None
+        version = None if _blank(self.version) else _check("version", str(self.version).strip(), VERSION_PATTERN,
+                                                           "'1.4.2' or 'abc1234' (letters, digits, '.', '_', '-')")
+        branch = None if _blank(self.branch) else _check("branch", str(self.branch), BRANCH_PATTERN, "'develop'")
+        issue_id = None if _blank(self.issue_id) else _check("issue_id", str(self.issue_id), ISSUE_PATTERN,
+                                                             "'INC-1234' or '1234'")
+        severity = None if _blank(self.severity) else str(self.severity)
+        if severity is not None:
+            check_choice("hotfix", "severity", severity, ("critical", "major"))
+        if self.kind == "hotfix" and (issue_id is None or severity is None):
+            raise ValueError("a hotfix needs issue_id (such as 'INC-1234') and severity (critical or major)")
+        if self.kind == "hotfix" and (_blank(self.reason) or len(str(self.reason).strip()) < 10):
+            raise ValueError("a hotfix needs a reason of at least 10 characters: it is recorded as the emergency "
+                             "override of staging and the maintenance window")
+        previous = self.ledger.last_stable(self.service, self.environment, self.region)
+        image: str | None = None
+        if self.kind == "rollback":
+            target = version
+            if target is None:
+                before = self.ledger.last_stable(self.service, self.environment, self.region,
+                                                 exclude_version=previous.version if previous else None)
+                if before is None:
+                    raise ValueError(f"no earlier stable version of {self.service} in {self.environment} in the "
+                                     "ledger to roll back to; give target_version")
+                target = before.version
+                image = before.image
+            elif not self.ledger.has_passed(self.service, self.environment, target):
+                raise ValueError(f"version {target!r} was never deployed successfully to {self.environment}; "
+                                 "a rollback only goes to a known stable version")
+            version = target
+        if version is None and short_sha is not None:
+            version = short_sha
+        if version is None:
+            raise ValueError("no version given: set the 'version' parameter" +
+                             (" or 'commit'" if "short_sha" in self.tag_template else ""))
+        if image is None:
+            if self.kind == "rollback":
+                row = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
+                            if d.version == version and d.image), None)
+                image = row.image if row else None
+            if image is None:
+                if "{short_sha}" in self.tag_template and short_sha is None:
+                    raise ValueError(f"the image tag {self.tag_template!r} needs a commit sha")
+                if "{issue_id}" in self.tag_template and issue_id is None:
+                    raise ValueError(f"the image tag {self.tag_template!r} needs an issue id")
+                image = f"{self.image_repository}:" + self.tag_template.format(
+                    version=version, short_sha=short_sha, issue_id=issue_id)
+        return {
+            "service": self.service, "environment": self.environment, "region": self.region, "kind": self.kind,
+            "version": version, "image": image, "commit": commit, "short_sha": short_sha, "branch": branch,
+            "author": None if _blank(self.author) else str(self.author)[:250],
+            "commit_message": None if _blank(self.commit_message) else str(self.commit_message)[:2000],
+            "reason": None if _blank(self.reason) else str(self.reason)[:2000],
+            "issue_id": issue_id, "severity": severity,
+            "previous_version": previous.version if previous else None,
+        }
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url, triggering_user
+
+        existing = self.ledger.get(self.deployment_id)
+        if existing is not None:
+            release = dict(self._release_from(existing), **{"deployment_id": self.deployment_id})
+            self.log.info("Deployment %s already recorded (retry): %s %s", self.deployment_id, release["version"],
+                          release["image"])
+            return release
+        release = self.resolve()
+        who = triggering_user(context) or release["author"]
+        dag_run = context.get("dag_run")
+        deployment = self.ledger.start_deployment(
+            id=self.deployment_id, service=self.service, environment=self.environment, region=self.region,
+            kind=self.kind, version=release["version"], image=release["image"],
+            previous_version=release["previous_version"], commit_sha=release["commit"], branch=release["branch"],
+            author=release["author"], trigger=None if _blank(self.trigger) else str(self.trigger),
+            triggered_by=who, reason=release["reason"], dag_id=getattr(dag_run, "dag_id", None),
+            run_id=getattr(dag_run, "run_id", None), parent_id=None if _blank(self.parent_id) else self.parent_id,
+            config_fingerprint=self.config_fingerprint,
+        )
+        release.update(deployment_id=deployment.id, triggered_by=who)
+        self.record("phase", f"{self.kind} of {self.service} {release['version']} ({release['image']}) to "
+                    f"{self.environment}{'/' + self.region if self.region else ''} started"
+                    + (f"; previous version {release['previous_version']}" if release["previous_version"] else ""),
+                    data={k: v for k, v in release.items() if k != "commit_message"})
+        message = DeploymentMessage(
+            event="start", kind=self.kind, service=self.service, environment=self.environment, region=self.region,
+            version=release["version"], previous_version=release["previous_version"], who=who,
+            reason=release["reason"], run_url=run_url(getattr(dag_run, "dag_id", None), getattr(dag_run, "run_id", None)),
+            details=[("Image", release["image"])] + ([("Commit", release["short_sha"])] if release["short_sha"] else []),
+        )
+        self.log.info("Start notification: %s", self.notify("start", message, context))
+        return release
+
+    def _release_from(self, deployment: Any) -> dict[str, Any]:
+        return {
+            "service": deployment.service, "environment": deployment.environment,
+            "region": deployment.region or None, "kind": deployment.kind, "version": deployment.version,
+            "image": deployment.image, "commit": deployment.commit_sha,
+            "short_sha": deployment.commit_sha[:7] if deployment.commit_sha else None, "branch": deployment.branch,
+            "author": deployment.author, "reason": deployment.reason, "triggered_by": deployment.triggered_by,
+            "previous_version": deployment.previous_version,
+            "issue_id": None if _blank(self.issue_id) else self.issue_id,
+            "severity": None if _blank(self.severity) else self.severity,
+        }
+
+
+class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
+    """
+    Finishes a deployment: records the outcome in the ledger and announces it.
+
+    With ``outcome="failed"`` it runs when an upstream task failed (trigger rule ``one_failed``); a deployment
+    already recorded as rolled back keeps that outcome and the rollback's own notification.
+
+    :param outcome: ``succeeded`` or ``failed``.
+    :param record: write the outcome to the ledger.
+    :param announce: send the notification.
+    :param notification: where to announce it.
+    """
+
+    ui_color = "#ceead6"
+
+    def __init__(self, *, outcome: str, record: bool = True, announce: bool = True,
+                 notification: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_choice(self.task_id, "outcome", outcome, ("succeeded", "failed"))
+        if not record and not announce:
+            raise ValueError(f"{self.task_id}: a finish task must record or announce (or both)")
+        self.outcome = outcome
+        self.record_outcome = record
+        self.announce = announce
+        self.notification = notification
+        if outcome == "failed":
+            self.ui_color = "#fad2cf"
+
+    def describe(self) -> str:
+        parts = (["record the outcome in the ledger"] if self.record_outcome else []) + (
+            ["announce it"] if self.announce else [])
+        return f"{' and '.join(parts)} ({self.outcome})"
+
+    def execute(self, context: Any) -> None:
+        from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
+
+        deployment = self.ledger.get(self.deployment_id)
+        if deployment is None:
+            raise AirflowSkipException("the deployment never started (its start task did not run), nothing to record")
+        reason = None
+        if self.outcome == "failed":
+            reason = self._failure_reason(context)
+        if self.record_outcome:
+            deployment = self.ledger.finish_deployment(self.deployment_id, self.outcome, reason)
+            self.record("phase", f"deployment outcome: {deployment.status}" + (f" ({reason})" if reason else ""),
+                        data={"status": deployment.status})
+        if not self.announce:
+            return
+        if deployment.status == "rolled_back" and self.outcome == "failed":
+            self.log.info("Deployment was rolled back; the rollback already announced it.")
+            return
+        event = "success" if self.outcome == "succeeded" else "failure"
+        finished = deployment.finished_at or datetime.now(timezone.utc)
+        message = DeploymentMessage(
+            event=event, kind=deployment.kind, service=self.service, environment=self.environment,
+            region=self.region, version=deployment.version, previous_version=deployment.previous_version,
+            who=deployment.triggered_by, duration_seconds=(finished - deployment.started_at).total_seconds(),
+            reason=deployment.outcome_reason or reason,
+            run_url=run_url(deployment.dag_id, deployment.run_id),
+        )
+        self.log.info("%s notification: %s", event, self.notify(event, message, context))
+
+    def _failure_reason(self, context: Any) -> str:
+        """Name the failed tasks (through the task SDK, never the metadata database)."""
+        ti = context.get("ti")
+        try:
+            states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+            failed = sorted(t for t, s in (states.get(ti.run_id) or {}).items() if s == "failed")
+        except Exception:  # the SDK call is best effort: the outcome is recorded either way
+            failed = []
+        gate = next((e for e in reversed(self.ledger.events(self.deployment_id)) if e.kind in ("gate", "rollback")
+                     and e.data.get("decision") in ("rollback", "fail")), None)
+        parts = []
+        if failed:
+            parts.append("failed: " + ", ".join(failed))
+        if gate is not None and gate.message:
+            parts.append(gate.message)
+        return "; ".join(parts) or "an upstream task failed"
+
+
+class EmergencyOverrideOperator(DeploymentBaseOperator):
+    """
+    Records a hotfix's emergency override in the ledger: staging and the maintenance window are skipped, by
+    whom and why (the run's reason).
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param version: the hotfix version (templated).
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version")
+    ui_color = "#fad2cf"
+
+    def __init__(self, *, version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    def describe(self) -> str:
+        return "record the emergency override (staging and maintenance window skipped; who and why)"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        deployment = self.ledger.get(self.deployment_id)
+        if deployment is None:
+            raise ValueError(f"deployment {self.deployment_id} was not started")
+        if any(e.kind == "override" for e in self.ledger.events(self.deployment_id, kind="override")):
+            self.log.info("override already recorded (retry)")
+            return {"who": deployment.triggered_by, "why": deployment.reason}
+        override = {"who": deployment.triggered_by, "why": deployment.reason, "skipped": ["staging",
+                                                                                        "maintenance window"]}
+        self.record("override", f"emergency override by {deployment.triggered_by or 'unknown'}: staging and the "
+                    f"maintenance window are skipped for {self.version} ({deployment.reason})", data=override)
+        return override

@@ -1,0 +1,402 @@
+"""Checks around a deployment: health, test suites, logs, configuration, readiness of a rollback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_deploy_provider.operators.base import DeploymentBaseOperator, PlatformOperatorBase, check_choice
+from airflow_deploy_provider.registry import NotImplementedForPlatform
+
+
+class HealthCheckOperator(PlatformOperatorBase):
+    """
+    The spec's ``health_check.py``: ``GET <path>`` must answer 200 with a JSON body, retried ``retries`` times
+    ``delay`` apart, and ``GET <metrics_path>`` must expose ``deployment_version``. When ``version`` is given the
+    exposed version must match it. Retries wait in a trigger.
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param role: which replicas to probe: ``canary``, ``stable``, or ``None`` for the service's entry point.
+    :param path: health path.
+    :param metrics_path: metrics path.
+    :param retries: attempts.
+    :param delay: seconds between attempts.
+    :param timeout: seconds per request.
+    :param version: expected version (templated), or empty to skip that check.
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version")
+    ui_color = "#ceead6"
+    expected_duration = timedelta(seconds=3)
+
+    def __init__(self, *, role: str | None = None, path: str = "/health", metrics_path: str = "/metrics",
+                 retries: int = 10, delay: float = 5.0, timeout: float = 5.0, version: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if role is not None:
+            check_choice(self.task_id, "role", role, ("stable", "canary"))
+        if not path.startswith("/") or not metrics_path.startswith("/"):
+            raise ValueError(f"{self.task_id}: paths must start with '/'")
+        if retries < 1:
+            raise ValueError(f"{self.task_id}: retries must be at least 1")
+        self.role = role
+        self.path = path
+        self.metrics_path = metrics_path
+        self.retries = retries
+        self.delay = delay
+        self.timeout = timeout
+        self.version = version
+
+    def describe(self) -> str:
+        return f"GET {self.path} must answer 200 with JSON and {self.metrics_path} must expose deployment_version " \
+               f"({self.retries} tries, {self.delay:g}s apart)"
+
+    def execute(self, context: Any) -> Any:
+        from airflow_deploy_provider.triggers.http import HealthCheckTrigger
+
+        url = self.get_platform().endpoint(self.role)  # type: ignore[arg-type]
+        self.defer(trigger=HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path,
+                                              retries=self.retries, delay=self.delay, timeout=self.timeout,
+                                              version=self.version or None),
+                   method_name="execute_complete",
+                   timeout=timedelta(seconds=self.retries * (self.delay + 2 * self.timeout) + 60))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        for line in event.get("log", []):
+            self.log.info("%s", line)
+        self.record("check", f"health check of {event.get('url')}: {'passed' if event.get('ok') else 'FAILED'}",
+                    data={k: v for k, v in event.items() if k != "log"})
+        if not event.get("ok"):
+            raise AirflowException(f"health check failed: {event.get('reason')}")
+        return event
+
+
+class TestSuiteOperator(PlatformOperatorBase):
+    """
+    Runs a named test suite against a version: a command on the worker (exit status 0 passes; ``{url}`` is
+    the version's address) or HTTP checks (status and body). The built-in ``smoke`` suite, when the service
+    does not define one, probes the health path and checks that the metrics endpoint exposes the version.
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param suite_name: the suite's name.
+    :param suite: the suite (``command`` or ``http``, ``timeout``, ``env``, ``working_dir``), or ``None`` for the
+        built-in smoke suite.
+    :param role: ``canary`` (green), ``stable``, or ``None`` for the service's entry point.
+    :param version: the version under test (templated).
+    :param service_root: folder the command runs in (the service folder).
+    :param health_path: health path of the built-in smoke suite.
+    """
+
+    __test__ = False  # not a pytest class
+    template_fields: Sequence[str] = ("deployment_id", "version")
+    ui_color = "#ceead6"
+
+    def __init__(self, *, suite_name: str, suite: dict[str, Any] | None, role: str | None = None, version: str = "",
+                 service_root: str | None = None, health_path: str = "/health", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if suite is not None and (suite.get("command") is None) == (suite.get("http") is None):
+            raise ValueError(f"{self.task_id}: suite {suite_name!r} needs exactly one of command or http")
+        self.suite_name = suite_name
+        self.suite = suite
+        self.role = role
+        self.version = version
+        self.service_root = service_root
+        self.health_path = health_path
+        timeout = (suite or {}).get("timeout", timedelta(minutes=10))
+        self.suite_timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.expected_duration = timedelta(seconds=min(60.0, self.suite_timeout) if suite and suite.get("command")
+                                           else 3)
+
+    def describe(self) -> str:
+        if self.suite is None:
+            return f"built-in {self.suite_name} suite: {self.health_path} and the metrics endpoint"
+        if self.suite.get("command"):
+            return f"run {self.suite_name}: {' '.join(self.suite['command'])}"
+        return f"{self.suite_name}: {len(self.suite['http'])} HTTP check(s)"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        url = self.get_platform().endpoint(self.role)  # type: ignore[arg-type]
+        if self.suite is None:
+            results = http_checks(url, [{"path": self.health_path, "status": 200, "json": True},
+                                        {"path": "/metrics", "status": 200, "contains": "deployment_version"}])
+        elif self.suite.get("http"):
+            results = http_checks(url, self.suite["http"])
+        else:
+            results = [self._run_command(url)]
+        failed = [r for r in results if not r["ok"]]
+        for r in results:
+            self.log.info("%s %s", "PASS" if r["ok"] else "FAIL", r["what"])
+        self.record("test", f"suite {self.suite_name} against {url}: "
+                    f"{'passed' if not failed else f'{len(failed)} of {len(results)} failed'}",
+                    data={"suite": self.suite_name, "url": url, "results": results})
+        if failed:
+            raise AirflowException(f"test suite {self.suite_name} failed: " + "; ".join(r["what"] for r in failed))
+        return {"suite": self.suite_name, "passed": len(results)}
+
+    def _run_command(self, url: str) -> dict[str, Any]:
+        suite = self.suite or {}
+        command = [part.format(url=url, version=self.version, service=self.service, environment=self.environment,
+                               region=self.region or "", port="", image="", commit="", short_sha="", replica="",
+                               run_id="") for part in suite["command"]]
+        cwd = Path(self.service_root or ".") / (suite.get("working_dir") or "")
+        env = {**os.environ, **(suite.get("env") or {}), "DEPLOY_URL": url, "DEPLOY_VERSION": self.version}
+        try:
+            proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=self.suite_timeout)
+        except FileNotFoundError as exc:
+            return {"ok": False, "what": f"{command[0]}: command not found ({exc})"}
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "what": f"{' '.join(command)} timed out after {self.suite_timeout:g}s"}
+        for line in (proc.stdout + proc.stderr).splitlines()[-200:]:
+            self.log.info("| %s", line)
+        return {"ok": proc.returncode == 0, "what": f"{' '.join(command)} exited with {proc.returncode}",
+                "exit_code": proc.returncode}
+
+
+def http_checks(base_url: str, checks: list[dict[str, Any]], timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Run HTTP checks; each returns ``{"ok", "what", ...}``."""
+    import json
+
+    import requests
+
+    results = []
+    for check in checks:
+        method = check.get("method", "GET")
+        url = base_url.rstrip("/") + check["path"]
+        expected = int(check.get("status", 200))
+        try:
+            resp = requests.request(method, url, data=check.get("body"), timeout=timeout)
+        except requests.RequestException as exc:
+            results.append({"ok": False, "what": f"{method} {check['path']}: {exc.__class__.__name__}: {exc}"})
+            continue
+        problems = []
+        if resp.status_code != expected:
+            problems.append(f"status {resp.status_code}, expected {expected}")
+        if check.get("contains") and check["contains"] not in resp.text:
+            problems.append(f"body lacks {check['contains']!r}")
+        if check.get("json"):
+            try:
+                json.loads(resp.text)
+            except ValueError:
+                problems.append("body is not JSON")
+        results.append({"ok": not problems, "status": resp.status_code,
+                        "what": f"{method} {check['path']}: " + ("; ".join(problems) or f"{resp.status_code} ok")})
+    return results
+
+
+class LogValidationOperator(PlatformOperatorBase):
+    """
+    Checks that the new version's logs reach the log pipeline and hold no fatal errors: the newest lines of
+    its replicas must exist and match none of ``fatal_patterns``.
+
+    :param role: ``canary`` or ``stable``.
+    :param fatal_patterns: regular expressions of lines that fail the check.
+    """
+
+    DEFAULT_PATTERNS = (r"Traceback \(most recent call last\)", r"\bFATAL\b", r"\bpanic:", r"OutOfMemory")
+
+    def __init__(self, *, role: str = "stable", fatal_patterns: Sequence[str] = DEFAULT_PATTERNS,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_choice(self.task_id, "role", role, ("stable", "canary"))
+        self.role = role
+        self.fatal_patterns = list(fatal_patterns)
+        for pattern in self.fatal_patterns:
+            re.compile(pattern)
+
+    def describe(self) -> str:
+        return "check the new version's logs arrive and hold no fatal errors"
+
+    def execute(self, context: Any) -> None:
+        lines = self.get_platform().logs(self.role)  # type: ignore[arg-type]
+        if not lines:
+            raise AirflowException(f"no log lines from the {self.role} replicas: logs are not collected")
+        fatal = [line for line in lines if any(re.search(p, line) for p in self.fatal_patterns)]
+        self.record("check", f"{len(lines)} log line(s) read, {len(fatal)} fatal",
+                    data={"lines": len(lines), "fatal": fatal[:20]})
+        if fatal:
+            raise AirflowException(f"{len(fatal)} fatal log line(s), first: {fatal[0]}")
+
+
+class ConfigValidationOperator(DeploymentBaseOperator):
+    """
+    Validates the service's ``.deploy`` files again at run time and records what changed since the last
+    deployment to this environment (the configuration fingerprint).
+
+    :param deploy_dir: the service's ``.deploy`` folder.
+    :param fingerprint: fingerprint of the files the DAG was built from.
+    """
+
+    def __init__(self, *, deploy_dir: str, fingerprint: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deploy_dir = deploy_dir
+        self.fingerprint = fingerprint
+
+    def describe(self) -> str:
+        return "validate the .deploy files and record configuration changes"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_deploy_provider.config.loader import load_service
+
+        result = load_service(self.deploy_dir)
+        for issue in result.issues:
+            self.log.info("%s", issue)
+        if result.config is None:
+            raise AirflowFailException(f"the configuration is invalid ({len(result.errors)} error(s)): "
+                                       + "; ".join(str(e) for e in result.errors[:5]))
+        current = result.config.fingerprint
+        if current != self.fingerprint:
+            raise AirflowFailException("the .deploy files changed after this DAG was parsed; trigger the run again "
+                                       "so that it follows the current configuration")
+        last = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
+                     if d.config_fingerprint), None)
+        changed = last is None or last.config_fingerprint != current
+        self.record("check", "configuration valid; " + ("changed since the last deployment" if changed else
+                                                        "unchanged since the last deployment"),
+                    data={"fingerprint": current, "previous": last.config_fingerprint if last else None,
+                          "changed": changed, "warnings": [str(w) for w in result.warnings]})
+        return {"fingerprint": current, "changed": changed}
+
+
+class PromotionCheckOperator(DeploymentBaseOperator):
+    """
+    Refuses a version that has not passed the previous environment (development before staging, staging
+    before production), from the ledger. Hotfixes skip this check.
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param version: the version to deploy (templated).
+    :param previous_environment: the environment it must have passed.
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version")
+
+    def __init__(self, *, version: str, previous_environment: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+        self.previous_environment = previous_environment
+
+    def describe(self) -> str:
+        return f"the version must have passed {self.previous_environment} (ledger)"
+
+    def execute(self, context: Any) -> None:
+        if not self.ledger.has_passed(self.service, self.previous_environment, self.version):
+            passed = self.ledger.versions_passed(self.service, self.previous_environment)[:5]
+            raise AirflowFailException(
+                f"version {self.version} has not passed {self.previous_environment}; versions that did: "
+                f"{', '.join(passed) or 'none'}")
+        self.record("check", f"{self.version} passed {self.previous_environment}")
+
+
+class RollbackReadinessOperator(DeploymentBaseOperator):
+    """
+    Confirms a rollback is possible before changing anything: the previous stable version is known in the
+    ledger and the rollback DAG exists. A first deployment has nothing to roll back to, which is logged.
+
+    :param rollback_dag_id: the environment's rollback DAG.
+    """
+
+    def __init__(self, *, rollback_dag_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rollback_dag_id = rollback_dag_id
+
+    def describe(self) -> str:
+        return f"confirm rollback readiness (previous stable version known, {self.rollback_dag_id} present)"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        previous = self.ledger.last_stable(self.service, self.environment, self.region)
+        if previous is None:
+            self.record("check", "first deployment: no earlier version to roll back to; a failed rollout removes the "
+                        "new version", data={"previous": None, "rollback_dag": self.rollback_dag_id})
+            return {"previous": None}
+        self.record("check", f"rollback ready: {self.rollback_dag_id} restores {previous.version}",
+                    data={"previous": previous.version, "image": previous.image, "rollback_dag": self.rollback_dag_id})
+        return {"previous": previous.version}
+
+
+class IdentifyStableVersionOperator(PlatformOperatorBase):
+    """
+    Confirms the rollback target: a version that succeeded in this environment before, different from what
+    runs now (read from the platform).
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param version: the rollback target resolved at the start (templated).
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version")
+
+    def __init__(self, *, version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    def describe(self) -> str:
+        return "identify the last stable version (ledger) and what runs now (platform)"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if not self.ledger.has_passed(self.service, self.environment, self.version):
+            raise AirflowFailException(f"{self.version} never succeeded in {self.environment}; refusing to roll back to it")
+        split = self.get_platform().traffic()
+        self.record("rollback", f"rolling back from {split.stable_version} to {self.version}",
+                    data={"from": split.stable_version, "to": self.version, "traffic": split.to_dict()})
+        return {"from": split.stable_version, "to": self.version}
+
+
+class ChecklistItemOperator(DeploymentBaseOperator):
+    """
+    One item of the production pre-deployment checklist. A failed item stops the run before anything
+    changes.
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param item: ``staging_tests_passed``, ``security_scan_clean``, ``release_notes``, ``rollback_plan``,
+        ``on_call_notified``, ``maintenance_window`` or ``database_backup``.
+    :param version: the version to deploy (templated).
+    :param settings: item settings (for example the release notes location).
+    """
+
+    ITEMS = ("staging_tests_passed", "security_scan_clean", "release_notes", "rollback_plan", "on_call_notified",
+             "maintenance_window", "database_backup")
+    template_fields: Sequence[str] = ("deployment_id", "version")
+
+    def __init__(self, *, item: str, version: str, settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_choice(self.task_id, "item", item, self.ITEMS)
+        self.item = item
+        self.version = version
+        self.settings = settings or {}
+
+    def describe(self) -> str:
+        return f"checklist: {self.item.replace('_', ' ')}"
+
+    def execute(self, context: Any) -> None:
+        raise NotImplementedForPlatform(
+            f"the production checklist item {self.item!r} is not implemented in this version of "
+            "airflow-deploy-provider; turn it off under 'checklist' in service.yaml to deploy without it")
+
+
+class RecordIncidentOperator(DeploymentBaseOperator):
+    """Writes an incident record to the ledger: what was rolled back, from and to which version, and the
+    deployment's timeline."""
+
+    def describe(self) -> str:
+        return "write the incident report (timeline) to the ledger"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        deployment = self.ledger.get(self.deployment_id)
+        timeline = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+                    for e in self.ledger.events(self.deployment_id)]
+        report = {"deployment": self.deployment_id, "version": deployment.version if deployment else None,
+                  "from": deployment.previous_version if deployment else None,
+                  "reason": deployment.reason if deployment else None, "timeline": timeline}
+        self.record("incident", f"incident report: {len(timeline)} event(s)", data=report)
+        return report

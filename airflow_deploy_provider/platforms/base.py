@@ -1,0 +1,184 @@
+"""The interface every deployment target implements (local processes, Kubernetes, ECS).
+
+Operators decide *when* something happens; a platform decides *how*. A platform acts on one target: a
+service in an environment (and region). It knows two roles:
+
+* ``stable``: the version serving traffic now (blue in blue-green);
+* ``canary``: the new version being introduced (green in blue-green).
+
+Every method must be idempotent: calling it again after a crash converges to the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+Role = Literal["stable", "canary"]
+ROLES: tuple[Role, ...] = ("stable", "canary")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a platform acts on."""
+
+    service: str
+    environment: str
+    region: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}-{self.environment}" + (f"-{self.region}" if self.region else "")
+
+
+@dataclass(frozen=True)
+class HealthCheckSpec:
+    path: str = "/health"
+    initial_delay: float = 10.0
+    timeout: float = 5.0
+    interval: float = 5.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A version to run: what, how many, with which resources and health check."""
+
+    version: str
+    image: str
+    replicas: int
+    strategy: str = "recreate"
+    resources: dict[str, Any] | None = None
+    health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
+    progress_deadline: float = 600.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkloadSpec:
+        data = dict(data)
+        data["health_check"] = HealthCheckSpec(**data.get("health_check") or {})
+        return cls(**data)
+
+
+@dataclass
+class RolloutStatus:
+    """One observation of a role's rollout, like ``kubectl rollout status``."""
+
+    role: Role
+    version: str | None
+    desired: int
+    ready: int
+    updated: int = 0
+    available: int = 0
+    done: bool = False
+    failed: bool = False
+    reason: str | None = None  # ImagePullBackOff, CrashLoopBackOff, ProgressDeadlineExceeded, ...
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrafficSplit:
+    """The traffic split as read back from the router."""
+
+    stable_version: str | None
+    canary_version: str | None
+    canary_weight: int
+
+    @property
+    def stable_weight(self) -> int:
+        return 100 - self.canary_weight
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PlatformError(RuntimeError):
+    """A platform operation failed; ``reason`` carries the platform's own reason (for example a Kubernetes
+    ``ImagePullBackOff``)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+
+
+class DeploymentPlatform(ABC):
+    """Base class of deployment targets. Subclasses register a ``type`` name (``platform.type`` in config)."""
+
+    type: ClassVar[str]
+
+    def __init__(self, settings: dict[str, Any], target: Target):
+        self.settings = settings
+        self.target = target
+
+    # --------------------------------------------------------------------------------- the version lifecycle
+
+    @abstractmethod
+    def deploy(self, spec: WorkloadSpec, role: Role) -> None:
+        """Start (or update to) ``spec`` in ``role`` without waiting for readiness. For ``stable`` this follows
+        ``spec.strategy`` (recreate stops the old version first; rolling replaces gradually)."""
+
+    @abstractmethod
+    def rollout_status(self, role: Role) -> RolloutStatus:
+        """Observe the rollout of ``role`` once."""
+
+    async def async_rollout_status(self, role: Role) -> RolloutStatus:
+        """Async variant used by triggers; platforms with async clients override it."""
+        return await asyncio.to_thread(self.rollout_status, role)
+
+    @abstractmethod
+    def set_traffic(self, canary_weight: int) -> TrafficSplit:
+        """Send ``canary_weight`` percent of traffic to the canary role; returns the split read back."""
+
+    @abstractmethod
+    def traffic(self) -> TrafficSplit:
+        """The current split, read from the router."""
+
+    @abstractmethod
+    def promote(self) -> None:
+        """Make the canary the stable version: stable runs it, takes 100% of traffic, the old version and the
+        canary role are removed."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Roll back an unfinished rollout: traffic 100% to stable first, then the canary role removed. Stable
+        is not touched."""
+
+    @abstractmethod
+    def scale(self, role: Role, replicas: int) -> None:
+        """Change the replica count of a role."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """Record what is running now (versions, replicas, manifests); stored in the ledger."""
+
+    @abstractmethod
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Bring the target back to a snapshot."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """Current state for people: versions, replicas, traffic, resource use."""
+
+    def endpoint(self, role: Role | None = None) -> str:
+        """Base URL of a role's replicas, or of the service's entry point (``None``) for tests."""
+        raise NotImplementedError(f"platform {self.type!r} does not expose endpoints")
+
+    def set_autoscaling(self, enabled: bool) -> str:
+        """Suspend or resume autoscaling; returns what was done (platforms without autoscaling say so)."""
+        return f"platform {self.type!r} has no autoscaling to {'enable' if enabled else 'disable'}"
+
+    def logs(self, role: Role, lines: int = 200) -> list[str]:
+        """The newest log lines of a role's replicas."""
+        raise NotImplementedError(f"platform {self.type!r} does not expose logs")
+
+    def capacity(self, spec: WorkloadSpec) -> dict[str, Any]:
+        """Whether ``spec`` fits beside what runs now: ``{"fits": bool, "detail": str}``."""
+        raise NotImplementedError(f"platform {self.type!r} cannot check capacity")

@@ -1,0 +1,72 @@
+"""Trigger that watches a rollout until it is ready, fails or runs past its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class RolloutStatusTrigger(BaseTrigger):
+    """
+    Polls the platform's rollout status of a role, like ``kubectl rollout status``.
+
+    Fires ``{"state": "ready" | "failed" | "deadline", "status": {...}}``.
+
+    :param platform: platform settings (``type`` and its options).
+    :param service: service name.
+    :param environment: environment name.
+    :param region: region, if any.
+    :param role: ``stable`` or ``canary``.
+    :param version: version that must be running.
+    :param deadline: epoch seconds after which the rollout counts as failed.
+    :param poll_interval: seconds between observations.
+    """
+
+    def __init__(self, *, platform: dict[str, Any], service: str, environment: str, region: str | None, role: str,
+                 version: str, deadline: float, poll_interval: float = 2.0) -> None:
+        super().__init__()
+        self.platform = platform
+        self.service = service
+        self.environment = environment
+        self.region = region
+        self.role = role
+        self.version = version
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "platform": self.platform, "service": self.service, "environment": self.environment,
+            "region": self.region, "role": self.role, "version": self.version, "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_deploy_provider.registry import get_platform
+
+        platform = get_platform(self.platform, self.service, self.environment, self.region)
+        last: dict[str, Any] = {}
+        while True:
+            try:
+                status = await platform.async_rollout_status(self.role)  # type: ignore[arg-type]
+                last = status.to_dict()
+                if status.version == self.version and status.done:
+                    yield TriggerEvent({"state": "ready", "status": last})
+                    return
+                if status.failed:
+                    yield TriggerEvent({"state": "failed", "status": last})
+                    return
+                self.log.info("%s rollout of %s: %s/%s ready %s", self.role, self.version, status.ready,
+                              status.desired, status.message)
+            except Exception as exc:  # a transient API error is not a failed rollout; the deadline bounds it
+                self.log.warning("rollout status of %s not available: %s", self.role, exc)
+                last = {**last, "message": f"status not available: {exc}"}
+            if time.time() >= self.deadline:
+                reason = last.get("reason") or "ProgressDeadlineExceeded"
+                yield TriggerEvent({"state": "deadline", "status": {**last, "reason": reason}})
+                return
+            await asyncio.sleep(min(self.poll_interval, max(0.05, self.deadline - time.time())))
