@@ -17,8 +17,12 @@ BUILTIN_PLATFORMS: dict[str, str] = {}
 BUILTIN_METRIC_PROVIDERS: dict[str, str] = {}
 
 
-class NotImplementedForPlatform(NotImplementedError):
-    """Raised by steps whose execution does not exist for a platform (or at all) in this version."""
+from airflow.sdk.exceptions import AirflowFailException
+
+
+class NotImplementedForPlatform(AirflowFailException, NotImplementedError):
+    """Raised by steps whose execution does not exist for a platform (or at all) in this version. The task
+    fails at once, without retries: retrying cannot help."""
 
 
 @cache

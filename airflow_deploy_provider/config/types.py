@@ -41,6 +41,8 @@ def parse_duration(value: Any) -> timedelta:
             "(write {got}s or {got}m)", {"examples": DURATION_EXAMPLES, "got": value},
         )
     text = value.strip().replace(" ", "")
+    if text == "0":
+        return timedelta(0)
     tokens = _DURATION_TOKEN.findall(text)
     if not text or "".join(n + u for n, u in tokens) != text:
         raise PydanticCustomError(

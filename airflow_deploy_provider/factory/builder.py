@@ -366,19 +366,55 @@ def _chain(*tasks: Any) -> None:
         up >> down
 
 
+FAILURE_RULES = {TriggerRule.ONE_FAILED, TriggerRule.ALL_FAILED}
+
+
 def chain_phases(*phases: Any) -> None:
-    """Chain phases (tasks, task groups or lists of tasks run in parallel) in order, skipping absent ones:
-    ``None``, empty lists and empty task groups (phases whose steps are not configured)."""
+    """Chain phases (tasks, task groups or lists of them) in order, skipping absent ones: ``None``, empty lists
+    and empty task groups (phases whose steps are not configured).
+
+    A phase hands over from its main path only: tasks that run on failure (rollbacks) end in their own
+    states and must not hold up, or skip, the next phase."""
     present = [p for p in phases if not _empty(p)]
     for up, down in zip(present, present[1:]):
-        up >> down
+        for leaf in main_leaves(up):
+            for root in roots(down):
+                leaf >> root
+
+
+def main_leaves(phase: Any) -> list[Any]:
+    """The tasks that end a phase's main path (not its on-failure tasks)."""
+    if isinstance(phase, list):
+        return [leaf for p in phase for leaf in main_leaves(p)]
+    if not isinstance(phase, TaskGroup):
+        return [phase]
+    tasks = [t for t in _group_tasks(phase) if t.trigger_rule not in FAILURE_RULES]
+    ids = {t.task_id for t in tasks}
+    return [t for t in tasks if not (t.downstream_task_ids & ids)]
+
+
+def roots(phase: Any) -> list[Any]:
+    if isinstance(phase, list):
+        return [r for p in phase for r in roots(p)]
+    if not isinstance(phase, TaskGroup):
+        return [phase]
+    tasks = _group_tasks(phase)
+    ids = {t.task_id for t in tasks}
+    return [t for t in tasks if not (t.upstream_task_ids & ids)]
+
+
+def _group_tasks(group: TaskGroup) -> list[Any]:
+    out = []
+    for child in group.children.values():
+        out.extend(_group_tasks(child) if isinstance(child, TaskGroup) else [child])
+    return out
 
 
 def _empty(phase: Any) -> bool:
     if phase is None:
         return True
     if isinstance(phase, list):
-        return not phase
+        return all(_empty(p) for p in phase)
     if isinstance(phase, TaskGroup):
         return not phase.children
     return False

@@ -47,5 +47,6 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("notification", "Slack notification with the deployment status"):
             success = b.finish_success("notify_success")
             failure = b.finish_failure("notify_failure")
-        chain_phases(start, build, scan, deploy, smoke, success, failure)
+        chain_phases(start, build, scan, deploy, smoke)
+        chain_phases(smoke, [success, failure])  # siblings: both stay leaves, so a failure also fails the run
     return b.finalize(dag, "development")

@@ -95,8 +95,9 @@ def build(b: ServiceDagBuilder) -> DAG:
             ]
             incident = RecordIncidentOperator(task_id="document_incident", **b.common())
             success = b.finish_success("notify_success")
-            chain_phases(incident, lower, success) if lower else chain_phases(incident, success)
+            chain_phases(incident, lower, success)
         failure = b.finish_failure()
-        chain_phases(start, creation, build_, deploy, monitor, post, failure)
+        chain_phases(start, creation, build_, deploy, monitor, post)
+        chain_phases(monitor, failure)  # a sibling of the post-hotfix phase: both stay leaves
     return b.finalize(dag, "hotfix")
 

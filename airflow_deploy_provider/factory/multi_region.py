@@ -100,8 +100,9 @@ def build(b: ServiceDagBuilder) -> DAG:
             chain_phases(log, announce)
         failure = b.finish_failure()
         chain_phases(start, checks, gate, rollout)
-        # Only the last region's main path leads on: a region's rollback tasks end in their own states.
-        chain_phases(previous_end, comms, failure)
+        # Only the last region's main path leads on (a region's rollback tasks end in their own states); the
+        # failure handler is a sibling of the outcome record so that both stay leaves.
+        chain_phases(previous_end, [comms, failure])
     return b.finalize(dag, "multi-region")
 
 

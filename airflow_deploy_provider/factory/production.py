@@ -164,7 +164,8 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
             reenable.as_teardown(setups=disable)
             chain_phases(cleanup)
         failure = b.finish_failure()
-        chain_phases(start, checks, gate, actions, deploy, validation, monitoring, comms, post, failure)
+        chain_phases(start, checks, gate, actions, deploy, validation, monitoring, comms, post)
+        chain_phases(monitoring, failure)  # a sibling of the outcome record: both stay leaves, so a failure fails the run
     b.finalize(dag, "production")
     if b.region is not None:
         from airflow_deploy_provider.factory.plan import plan_dag

@@ -34,7 +34,7 @@ def build(b: ServiceDagBuilder) -> DAG:
     with dag:
         with phase("rollback_decision", "Automated trigger (error rate, availability, critical alerts) or a "
                    "person's decision") as decision:
-            start = b.start("record_decision", version="{{ params.target_version or '' }}",
+            b.start("record_decision", version="{{ params.target_version or '' }}",
                             trigger="{{ params.trigger }}")
         with phase("execute_rollback", "Identify the last stable version, switch to it, verify it is healthy, "
                    "update the load balancer") as execute:
@@ -70,6 +70,6 @@ def build(b: ServiceDagBuilder) -> DAG:
             success = b.finish_success("notify_stakeholders")
             chain_phases(report, success)
         failure = b.finish_failure()
-        chain_phases(decision, execute, database, validation, post, failure)
-        _ = start
+        chain_phases(decision, execute, database, validation, post)
+        chain_phases(validation, failure)  # a sibling of the post-rollback phase: both stay leaves
     return b.finalize(dag, "rollback")

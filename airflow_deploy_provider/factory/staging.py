@@ -58,8 +58,12 @@ def build(b: ServiceDagBuilder) -> DAG:
                    "configuration changes") as notify:
             docs = b.steps(["release-notes", "document-config-changes"])
             success = b.finish_success("notify_stakeholders")
-            chain_phases(docs, success)
         failure = b.finish_failure()
-        chain_phases(start, approval, validation, promotion, infrastructure, deploy, testing, monitoring, notify,
-                     failure)
+        chain_phases(start, approval, validation, promotion, infrastructure, deploy, testing, monitoring, docs)
+        before = docs or _last_present(monitoring, testing, deploy)
+        chain_phases(before, [success, failure])  # siblings: both stay leaves, so a failure also fails the run
     return b.finalize(dag, "staging")
+
+
+def _last_present(*phases):
+    return next(p for p in phases if p is not None and (not hasattr(p, "children") or p.children))

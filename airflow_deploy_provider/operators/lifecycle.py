@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator, check_choice
 
@@ -200,7 +200,10 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             self.log.info("Deployment %s already recorded (retry): %s %s", self.deployment_id, release["version"],
                           release["image"])
             return release
-        release = self.resolve()
+        try:
+            release = self.resolve()
+        except ValueError as exc:  # bad input: retrying cannot fix it
+            raise AirflowFailException(str(exc)) from None
         who = triggering_user(context) or release["author"]
         dag_run = context.get("dag_run")
         deployment = self.ledger.start_deployment(

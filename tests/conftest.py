@@ -1,0 +1,132 @@
+"""Test environment: a private AIRFLOW_HOME (SQLite), a migrated metadata DB, and local capture servers.
+
+Airflow reads its configuration when first imported, so the environment is set here, before any test
+module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+SERVICES = DAGS / "services"
+DATA = Path(__file__).resolve().parent / "data"
+
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_HOME = Path(tempfile.mkdtemp(prefix=f"adp-airflow-{_WORKER}-"))
+_DAGS_FOLDER = _HOME / "dags"
+_DAGS_FOLDER.mkdir()
+os.environ.update({
+    "AIRFLOW_HOME": str(_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(_DAGS_FOLDER),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACK_DEPTH": "1",
+})
+os.environ.pop("DEPLOY_SERVICE_ROOTS", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """A migrated metadata database (needed by ``dag.test()``)."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy(), timeout=300)
+    return airflow_home
+
+
+@pytest.fixture
+def dags_folder(airflow_home: Path):
+    """The configured DAGs folder, emptied after the test."""
+    yield _DAGS_FOLDER
+    for child in _DAGS_FOLDER.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch):
+    """A ledger in a fresh SQLite file, reached through the ``deploy_ledger`` connection."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("AIRFLOW_CONN_DEPLOY_LEDGER", json.dumps({"conn_type": "deploy_ledger", "host": url}))
+    from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+    return DeploymentLedger.from_url(url)
+
+
+class CaptureServer:
+    """An HTTP server on loopback that records every request's JSON body (a Slack webhook stand-in)."""
+
+    def __init__(self, status: int = 200):
+        self.requests: list[dict] = []
+        self.status = status
+        captured = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    payload = json.loads(body or b"{}")
+                except ValueError:
+                    payload = {"raw": body.decode(errors="replace")}
+                captured.requests.append({"path": self.path, "json": payload})
+                self.send_response(captured.status)
+                self.end_headers()
+                self.wfile.write(b"ok" if captured.status == 200 else b"error")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def texts(self) -> list[str]:
+        return [r["json"].get("text", "") for r in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slack(monkeypatch):
+    """A Slack incoming-webhook stand-in, reachable through the connection ``slack_test``."""
+    server = CaptureServer()
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", json.dumps({
+        "conn_type": "slackwebhook", "host": f"http://127.0.0.1:{server.port}", "password": "T000/B000/XXXX"}))
+    yield server
+    server.close()
+
+
+def write_service(root: Path, files: dict[str, str]) -> Path:
+    """Write a service's ``.deploy`` files under ``root``; returns the service folder."""
+    deploy = root / ".deploy"
+    deploy.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (deploy / name).write_text(text)
+    return root
