@@ -130,3 +130,13 @@ def write_service(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (deploy / name).write_text(text)
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session."""
+    from tests.servers import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

@@ -6,8 +6,8 @@ placed at ``file:line:column``.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -66,29 +66,41 @@ def suite_names(service: ServiceFile | None) -> set[str]:
 
 
 EnvCheck = Callable[[EnvironmentFile, "ServiceFile | None"], Iterator[Finding]]
-_ENV_CHECKS: list[tuple[frozenset[str], EnvCheck]] = []
+_ENV_CHECKS: list[EnvCheck] = []
 
 
 def _env_check(*needs: str) -> Callable[[EnvCheck], EnvCheck]:
-    """Register a rule with the top-level keys it reads; it runs only when those keys are valid."""
+    """Register a rule of environment files (``needs``: the top-level keys it reads, for readers)."""
 
     def register(fn: EnvCheck) -> EnvCheck:
-        _ENV_CHECKS.append((frozenset(needs), fn))
+        _ENV_CHECKS.append(fn)
         return fn
 
     return register
 
 
-def check_environment(env: EnvironmentFile, service: ServiceFile | None, valid_keys: set[str] | None = None,
-                      present_keys: set[str] | None = None) -> Iterator[Finding]:
-    """Rules of one environment file. ``valid_keys`` limits them to a partly valid file's valid sections;
-    ``present_keys`` are the top-level keys written in the file."""
-    for needs, rule in _ENV_CHECKS:
-        if valid_keys is None or needs <= valid_keys:
-            yield from rule(env, service)
-    if valid_keys is None or "strategy" in valid_keys:
-        present = present_keys if present_keys is not None else set(env.model_fields_set)
-        yield from _strategy_sections(env.strategy, {_ALIAS.get(k, k) for k in present})
+def safely(rule: Callable[..., Iterator[Finding]], *args: Any, partial: bool) -> Iterator[Finding]:
+    """Run a rule. On a partly valid file, invalid fields are absent and a rule that reads one stops (its
+    problem is already reported); on a valid file nothing is caught."""
+    if not partial:
+        yield from rule(*args)
+        return
+    try:
+        yield from rule(*args)
+    except AttributeError:
+        return
+
+
+def check_environment(env: EnvironmentFile, service: ServiceFile | None, present_keys: set[str] | None = None,
+                      partial: bool = False) -> Iterator[Finding]:
+    """Rules of one environment file (valid, or ``partial``: see :func:`safely`). ``present_keys`` are the
+    top-level keys written in the file."""
+    for rule in _ENV_CHECKS:
+        yield from safely(rule, env, service, partial=partial)
+    present = present_keys if present_keys is not None else set(env.model_fields_set)
+    yield from safely(lambda: _strategy_sections(env.strategy, {_ALIAS.get(k, k) for k in present}),
+                      partial=partial)
+
 
 
 @_env_check("canary")
@@ -172,9 +184,11 @@ def _canary_steps(env: EnvironmentFile) -> Iterator[Finding]:
                                     env.canary.analysis.interval)
 
 
-def canary_step_findings(steps: list[tuple[int, CanaryStep]], count: int, interval: timedelta) -> Iterator[Finding]:
+def canary_step_findings(steps: list[tuple[int, CanaryStep]], count: int, interval: timedelta,
+                         unknown_pause: frozenset[int] = frozenset()) -> Iterator[Finding]:
     """Rules of ``canary.steps``. ``steps`` holds the valid steps with their index (invalid ones are left out,
-    so the rules still run on the rest); ``count`` is the number of steps written."""
+    so the rules still run on the rest); ``count`` is the number of steps written; ``unknown_pause`` are steps
+    whose weight is valid but whose pause is not (already reported), so pause rules skip them."""
     previous: tuple[int, CanaryStep] | None = None
     for i, step in steps:
         if previous is not None and step.weight <= previous[1].weight:
@@ -183,6 +197,8 @@ def canary_step_findings(steps: list[tuple[int, CanaryStep]], count: int, interv
                           f"weights must strictly increase: step {i} has weight {step.weight} after {prev.weight} in "
                           f"step {j}; expected more than {prev.weight}", "canary-weights-order")
         previous = (i, step)
+        if i in unknown_pause:
+            continue
         if i < count - 1:
             if step.pause is None:
                 yield Finding(("canary", "steps", i),
@@ -199,7 +215,7 @@ def canary_step_findings(steps: list[tuple[int, CanaryStep]], count: int, interv
             yield Finding(("canary", "steps", i, "weight"),
                           f"the last step must send 100% of traffic to the new version; got {last_step.weight} "
                           "(add '- weight: 100' as the last step)", "canary-weights-end")
-        elif last_step.pause is not None and count > 1:
+        elif last_step.pause is not None and count > 1 and i not in unknown_pause:
             yield Finding(("canary", "steps", i, "pause"),
                           "the last step (weight 100) is the full rollout and takes no pause; remove it "
                           "(post-rollout watching is set by monitoring.duration)", "canary-last-pause",
@@ -213,7 +229,7 @@ def _analysis(analysis: Analysis, service: ServiceFile | None) -> Iterator[Findi
 def metric_check_findings(metrics: list[tuple[int, MetricCheck]], service: ServiceFile | None) -> Iterator[Finding]:
     """Rules of ``canary.analysis.metrics`` over the valid entries and their indexes."""
     registry = metric_registry(service)
-    names = Counter(m.name for _, m in metrics)
+    first: dict[str, int] = {}
     for i, check in metrics:
         loc = ("canary", "analysis", "metrics", i)
         info = registry.get(check.name)
@@ -221,9 +237,11 @@ def metric_check_findings(metrics: list[tuple[int, MetricCheck]], service: Servi
             if service is not None:  # otherwise it may be a custom metric of the (invalid) service file
                 yield Finding((*loc, "name"), _unknown_metric(check.name, registry), "metric-unknown")
             continue
-        if names[check.name] > 1:
-            yield Finding((*loc, "name"), f"metric '{check.name}' is checked more than once; merge its bounds "
-                          "into one entry", "metric-duplicate")
+        if check.name in first:
+            yield Finding((*loc, "name"), f"metric '{check.name}' is checked twice (first as "
+                          f"canary.analysis.metrics[{first[check.name]}]); merge its bounds into one entry",
+                          "metric-duplicate")
+        first.setdefault(check.name, i)
         if check.max is None and check.min is None:
             yield Finding(loc, f"metric '{check.name}' needs 'max' or 'min' (its healthy bound)",
                           "metric-bound-missing")
@@ -308,10 +326,8 @@ def _health_check(env: EnvironmentFile) -> Iterator[Finding]:
 # ------------------------------------------------------------------------------------- multi-region file
 
 
-def check_multi_region(mr: MultiRegionFile, valid_keys: set[str] | None = None) -> Iterator[Finding]:
-    if valid_keys is not None and "regions" not in valid_keys:
-        return
-    yield from region_findings(list(enumerate(mr.regions)), len(mr.regions))
+def check_multi_region(mr: MultiRegionFile, partial: bool = False) -> Iterator[Finding]:
+    yield from safely(lambda: region_findings(list(enumerate(mr.regions)), len(mr.regions)), partial=partial)
 
 
 def region_findings(regions: list[tuple[int, Region]], count: int) -> Iterator[Finding]:
@@ -349,74 +365,113 @@ def region_findings(regions: list[tuple[int, Region]], count: int) -> Iterator[F
 # ----------------------------------------------------------------------------------------- service file
 
 
-def check_service(svc: ServiceFile, root: Path | None, valid_keys: set[str] | None = None) -> Iterator[Finding]:
-    """Rules of ``service.yaml``. ``valid_keys`` limits them to a partly valid file's valid sections."""
+ServiceCheck = Callable[[ServiceFile, "Path | None"], Iterator[Finding]]
+_SERVICE_CHECKS: list[ServiceCheck] = []
 
-    def ok(*keys: str) -> bool:
-        return valid_keys is None or set(keys) <= valid_keys
 
-    platform = svc.platform if ok("platform") else None
-    if platform is not None and platform.type == "local" and not any("{port}" in p for p in platform.command):
+def _service_check(fn: ServiceCheck) -> ServiceCheck:
+    _SERVICE_CHECKS.append(fn)
+    return fn
+
+
+def check_service(svc: ServiceFile, root: Path | None, partial: bool = False) -> Iterator[Finding]:
+    """Rules of ``service.yaml`` (valid, or ``partial``: see :func:`safely`)."""
+    for rule in _SERVICE_CHECKS:
+        yield from safely(rule, svc, root, partial=partial)
+
+
+@_service_check
+def _local_command(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    platform = svc.platform
+    if platform.type == "local" and not any("{port}" in p for p in platform.command):
         yield Finding(("platform", "command"), "the local platform starts each replica on its own port, so the "
                       "command must contain the {port} placeholder (for example '--port', '{port}')",
                       "local-command-port")
-    if platform is not None and ok("metrics"):
-        provider = svc.metric_provider
-        if provider == "local" and platform.type != "local":
-            yield Finding(("metrics", "provider"), f"the local metric provider reads the local platform's router; "
-                          f"with platform '{platform.type}' use prometheus or cloudwatch", "metric-provider-platform")
-        if provider == "prometheus" and svc.metrics.connection is None:
-            yield Finding(("metrics",), "no metrics.connection given: the Prometheus provider will use the "
-                          "connection 'prometheus_default'", "metric-connection-default", "warning", prefer_key=True)
-    if ok("metrics"):
-        for name in svc.metrics.queries:
-            if name not in BUILTIN_METRICS:
-                yield Finding(("metrics", "queries", name), f"'{name}' is not a built-in metric"
-                              f"{did_you_mean(name, BUILTIN_METRICS)}; declare new metrics under metrics.custom",
-                              "metric-unknown", prefer_key=True)
-        seen: set[str] = set()
-        for i, custom in enumerate(svc.metrics.custom):
-            if custom.name in BUILTIN_METRICS:
-                yield Finding(("metrics", "custom", i, "name"), f"'{custom.name}' is a built-in metric; to change "
-                              "its query use metrics.queries", "metric-duplicate")
-            elif custom.name in seen:
-                yield Finding(("metrics", "custom", i, "name"), f"metric '{custom.name}' is declared twice",
-                              "metric-duplicate")
-            seen.add(custom.name)
-    if ok("approvals"):
-        for env_name in ("staging", "production"):
-            yield from _approval_policy(getattr(svc.approvals, env_name), ("approvals", env_name), env_name)
-        for severity in ("critical", "major"):
-            yield from _approval_policy(getattr(svc.approvals.hotfix, severity), ("approvals", "hotfix", severity),
-                                        f"{severity} hotfix")
-    if ok("maintenanceWindow") and svc.maintenance_window is not None:
-        for i, freeze in enumerate(svc.maintenance_window.freezes):
-            loc = ("maintenanceWindow", "freezes", i)
-            dated = freeze.start is not None or freeze.end is not None
-            recurring = freeze.schedule is not None or freeze.duration is not None
-            if dated == recurring or (dated and (freeze.start is None or freeze.end is None)) or (
-                    recurring and (freeze.schedule is None or freeze.duration is None)):
-                yield Finding(loc, f"freeze '{freeze.name}' needs either 'start' and 'end' (dates) or 'schedule' "
-                              "and 'duration' (recurring)", "freeze-shape")
-            elif dated and freeze.end < freeze.start:  # type: ignore[operator]
-                yield Finding((*loc, "end"), f"freeze '{freeze.name}' ends before it starts", "freeze-order")
-    for section in ("tests", "validation"):
-        if ok(section):
-            for name, suite in getattr(svc, section).items():
-                yield from _suite(suite, (section, name))
-    if ok("steps"):
-        for name, step in svc.steps.items():
-            if (step.command is None) == (step.image is None):
-                yield Finding(("steps", name), f"step '{name}' needs exactly one of 'command' (run on the worker) "
-                              "or 'image' (run as a Kubernetes pod)", "step-runner")
-    if ok("rollback", "metrics"):
-        for i, cond in enumerate(svc.rollback.conditions):
-            yield from _condition(cond, ("rollback", "conditions", i), svc)
-    if ok("migrations") and svc.migrations is not None and root is not None:
-        if not (root / svc.migrations.path).is_dir():
-            yield Finding(("migrations", "path"), f"migrations folder '{svc.migrations.path}' does not exist in "
-                          f"{root}", "migrations-path")
 
+
+@_service_check
+def _metric_provider(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    platform = svc.platform
+    provider = svc.metrics.provider or {"local": "local", "kubernetes": "prometheus", "ecs": "cloudwatch"}[
+        platform.type]
+    if provider == "local" and platform.type != "local":
+        yield Finding(("metrics", "provider"), f"the local metric provider reads the local platform's router; "
+                      f"with platform '{platform.type}' use prometheus or cloudwatch", "metric-provider-platform")
+    if provider == "prometheus" and svc.metrics.connection is None:
+        yield Finding(("metrics",), "no metrics.connection given: the Prometheus provider will use the "
+                      "connection 'prometheus_default'", "metric-connection-default", "warning", prefer_key=True)
+
+
+@_service_check
+def _metric_names(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    for name in svc.metrics.queries:
+        if name not in BUILTIN_METRICS:
+            yield Finding(("metrics", "queries", name), f"'{name}' is not a built-in metric"
+                          f"{did_you_mean(name, BUILTIN_METRICS)}; declare new metrics under metrics.custom",
+                          "metric-unknown", prefer_key=True)
+    seen: dict[str, int] = {}
+    for i, custom in enumerate(svc.metrics.custom):
+        if custom.name in BUILTIN_METRICS:
+            yield Finding(("metrics", "custom", i, "name"), f"'{custom.name}' is a built-in metric; to change "
+                          "its query use metrics.queries", "metric-duplicate")
+        elif custom.name in seen:
+            yield Finding(("metrics", "custom", i, "name"), f"metric '{custom.name}' is declared twice (first as "
+                          f"metrics.custom[{seen[custom.name]}])", "metric-duplicate")
+        seen.setdefault(custom.name, i)
+
+
+@_service_check
+def _approvals(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    for env_name in ("staging", "production"):
+        yield from safely(_approval_policy, getattr(svc.approvals, env_name), ("approvals", env_name), env_name,
+                          partial=True)
+    for severity in ("critical", "major"):
+        yield from safely(_approval_policy, getattr(svc.approvals.hotfix, severity),
+                          ("approvals", "hotfix", severity), f"{severity} hotfix", partial=True)
+
+
+@_service_check
+def _freezes(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    if svc.maintenance_window is None:
+        return
+    for i, freeze in enumerate(svc.maintenance_window.freezes):
+        loc = ("maintenanceWindow", "freezes", i)
+        dated = freeze.start is not None or freeze.end is not None
+        recurring = freeze.schedule is not None or freeze.duration is not None
+        if dated == recurring or (dated and (freeze.start is None or freeze.end is None)) or (
+                recurring and (freeze.schedule is None or freeze.duration is None)):
+            yield Finding(loc, f"freeze '{freeze.name}' needs either 'start' and 'end' (dates) or 'schedule' "
+                          "and 'duration' (recurring)", "freeze-shape")
+        elif dated and freeze.end < freeze.start:  # type: ignore[operator]
+            yield Finding((*loc, "end"), f"freeze '{freeze.name}' ends before it starts", "freeze-order")
+
+
+@_service_check
+def _suites(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    for section in ("tests", "validation"):
+        for name, suite in getattr(svc, section).items():
+            yield from _suite(suite, (section, name))
+
+
+@_service_check
+def _steps(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    for name, step in svc.steps.items():
+        if (step.command is None) == (step.image is None):
+            yield Finding(("steps", name), f"step '{name}' needs exactly one of 'command' (run on the worker) "
+                          "or 'image' (run as a Kubernetes pod)", "step-runner")
+
+
+@_service_check
+def _rollback_conditions(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    for i, cond in enumerate(svc.rollback.conditions):
+        yield from _condition(cond, ("rollback", "conditions", i), svc)
+
+
+@_service_check
+def _migrations(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    if svc.migrations is not None and root is not None and not (root / svc.migrations.path).is_dir():
+        yield Finding(("migrations", "path"), f"migrations folder '{svc.migrations.path}' does not exist in the "
+                      f"service folder ({root.name})", "migrations-path")
 
 
 def _approval_policy(policy: ApprovalPolicy, loc: Loc, what: str) -> Iterator[Finding]:
@@ -425,14 +480,15 @@ def _approval_policy(policy: ApprovalPolicy, loc: Loc, what: str) -> Iterator[Fi
             yield Finding((*loc, "enabled"), f"approvals are disabled for {what}: changes reach it without review",
                           "approval-disabled", "warning")
         return
-    names = Counter(g.name for g in policy.groups)
     if not policy.groups:
         yield Finding((*loc, "groups"), f"approval for {what} lists no groups; add at least one or set enabled: false",
                       "approval-groups-empty")
+    first: dict[str, int] = {}
     for i, group in enumerate(policy.groups):
-        if names[group.name] > 1:
-            yield Finding((*loc, "groups", i, "name"), f"approval group '{group.name}' is listed twice",
-                          "approval-group-duplicate")
+        if group.name in first:
+            yield Finding((*loc, "groups", i, "name"), f"approval group '{group.name}' is listed twice (first as "
+                          f"groups[{first[group.name]}]); merge them", "approval-group-duplicate")
+        first.setdefault(group.name, i)
         if group.members and group.required > len(set(group.members)):
             yield Finding((*loc, "groups", i, "required"),
                           f"group '{group.name}' needs {group.required} approvals but has only "
@@ -465,7 +521,17 @@ def element_findings(kind: str, data: dict, service: ServiceFile | None) -> Iter
             analysis = canary.get("analysis") if isinstance(canary.get("analysis"), dict) else {}
             interval = _lenient(Analysis.model_fields["interval"], analysis.get("interval")) or timedelta(minutes=1)
             if isinstance(steps, list):
-                yield from canary_step_findings(_valid_elements(CanaryStep, steps), len(steps), interval)
+                valid = dict(_valid_elements(CanaryStep, steps))
+                unknown_pause = set()
+                for i, raw in enumerate(steps):
+                    # A step with a bad pause still has a weight the order rules can use.
+                    if i not in valid and isinstance(raw, dict):
+                        try:
+                            valid[i] = CanaryStep.model_validate({"weight": raw.get("weight")})
+                            unknown_pause.add(i)
+                        except Exception:
+                            continue
+                yield from canary_step_findings(sorted(valid.items()), len(steps), interval, frozenset(unknown_pause))
             if isinstance(analysis.get("metrics"), list):
                 yield from metric_check_findings(_valid_elements(MetricCheck, analysis["metrics"]), service)
         auto = data.get("autoRollback")

@@ -203,7 +203,7 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
         checked = _validate(ServiceFile, service_doc, issues)
         service = checked.model
         if checked.target is not None:
-            for f in checks.check_service(checked.target, root, checked.valid_keys):
+            for f in checks.check_service(checked.target, root, partial=service is None):
                 issues.add(_to_issue(service_doc, f))
 
     environments: dict[str, EnvironmentFile] = {}
@@ -221,7 +221,7 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
             checked = _validate(MultiRegionFile, doc, issues)
             mr = checked.model
             if checked.target is not None:
-                for f in checks.check_multi_region(checked.target, checked.valid_keys):
+                for f in checks.check_multi_region(checked.target, partial=mr is None):
                     issues.add(_to_issue(doc, f))
             if checked.bad_sections and "regions" in checked.bad_sections:
                 for f in checks.element_findings("multi-region", doc.data, None):
@@ -235,13 +235,14 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
         checked = _validate(EnvironmentFile, doc, issues)
         env = checked.model
         if checked.target is not None:
-            for f in checks.check_environment(checked.target, service, checked.valid_keys, set(doc.data)):
+            for f in checks.check_environment(checked.target, service, set(doc.data), partial=env is None):
                 issues.add(_to_issue(doc, f))
         if checked.bad_sections:
             bad = {k: v for k, v in doc.data.items() if k in checked.bad_sections}
             for f in checks.element_findings("environment", bad, service):
                 issues.add(_to_issue(doc, f))
-        name = env.environment if env is not None else doc.data.get("environment")
+        name = env.environment if env is not None else (
+            doc.data.get("environment") if isinstance(doc.data, dict) else None)
         if isinstance(name, str) and name in env_docs:
             issues.add(doc.issue(("environment",), f"environment '{name}' is already configured in "
                                  f"{env_docs[name].display_path}; each environment has one file",
@@ -303,11 +304,11 @@ def _to_issue(doc: YamlDocument, finding: checks.Finding) -> ConfigIssue:
 
 @dataclass
 class _Validated:
-    """A valid model, or for an invalid file the model built from its valid sections only."""
+    """A valid model, or for an invalid file a model built from its valid parts only (invalid fields are
+    absent, so rules that read them are skipped)."""
 
     model: Any = None
     partial: Any = None
-    valid_keys: set[str] | None = None
     bad_sections: set[str] | None = None
 
     @property
@@ -316,8 +317,9 @@ class _Validated:
 
 
 def _validate(model: type[BaseModel], doc: YamlDocument, issues: IssueList) -> _Validated:
-    """Validate a document, adding its issues. For an invalid file, the top-level sections that are valid on
-    their own are validated separately, so their own rules still run and every error shows at once."""
+    """Validate a document, adding its issues. For an invalid file, every part that is valid on its own is
+    kept (recursively, inside sections), so the rules about those parts still run and every error of the
+    file shows at once."""
     data = doc.data
     if not isinstance(data, dict):
         issues.add(doc.issue((), f"expected a mapping of keys such as {', '.join(_aliases(model)[:3])}; got "
@@ -327,29 +329,73 @@ def _validate(model: type[BaseModel], doc: YamlDocument, issues: IssueList) -> _
         return _Validated(model=model.model_validate(data))
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-    bad_top: set[str] = set()
+    bad: set[tuple] = set()
     for err in errors:
         loc = _data_loc(err["loc"], data)
         issues.add(_translate(err, loc, doc, model))
-        if loc:
-            bad_top.add(str(loc[0]))
-        else:
-            bad_top.add("*")
-    if "*" in bad_top:
+        bad.add(loc[:-1] if err["type"] == "missing" else loc)
+    if () in bad:
         return _Validated()
+    return _Validated(partial=_partial(model, data, bad), bad_sections={str(loc[0]) for loc in bad})
+
+
+def _partial(model: type[BaseModel], data: dict, bad: set[tuple]) -> BaseModel:
+    """``model`` built from the valid parts of ``data``; ``bad`` holds the data locations of errors."""
     values: dict[str, Any] = {}
-    valid_keys: set[str] = set()
+    absent: list[str] = []
     for name, info in model.model_fields.items():
         alias = info.alias or name
-        if alias in bad_top:
+        inner = {loc[1:] for loc in bad if loc and loc[0] == alias}
+        if alias not in data:
+            if inner:  # a required key is missing
+                absent.append(name)
             continue
-        if alias in data:
+        if not inner:
             try:
                 values[name] = _adapter(model, name).validate_python(data[alias])
-            except ValidationError:
                 continue
-        valid_keys.add(alias)
-    return _Validated(partial=model.model_construct(**values), valid_keys=valid_keys, bad_sections=bad_top)
+            except ValidationError:
+                pass
+        value = data[alias]
+        sub = _model_of(info.annotation, value)
+        item = _list_item_model(info.annotation)
+        if sub is not None and isinstance(value, dict) and () not in inner:
+            values[name] = _partial(sub, value, inner)
+        elif item is not None and isinstance(value, list) and () not in inner:
+            # Element by element, keeping every index so that rules report the right position.
+            items: list[Any] = []
+            for i, element in enumerate(value):
+                element_bad = {loc[1:] for loc in inner if loc and loc[0] == i}
+                if not element_bad:
+                    try:
+                        items.append(item.model_validate(element))
+                        continue
+                    except ValidationError:
+                        pass
+                items.append(_partial(item, element, element_bad)
+                             if isinstance(element, dict) and () not in element_bad else None)
+            values[name] = items
+        else:
+            absent.append(name)
+    partial = model.model_construct(**values)
+    for name in absent:  # absent, not defaulted: rules reading an invalid field are skipped
+        partial.__dict__.pop(name, None)
+    return partial
+
+
+def _list_item_model(annotation: Any) -> type[BaseModel] | None:
+    tp = _unwrap(annotation, None)
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        item = _unwrap(item, None)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None
+
+
+def _model_of(annotation: Any, data: Any) -> type[BaseModel] | None:
+    tp = _unwrap(annotation, data)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 @cache
@@ -362,7 +408,8 @@ def _adapter(model: type[BaseModel], name: str) -> TypeAdapter:
 
 
 def _data_loc(loc: tuple, data: Any) -> tuple:
-    """Map pydantic's error location onto the YAML data, dropping union tags such as ``'kubernetes'``."""
+    """Map pydantic's error location onto the YAML data, dropping union tags such as ``'kubernetes'`` and
+    pydantic's own labels such as ``'[key]'``."""
     out: list = []
     cur = data
     parts = list(loc)
@@ -375,6 +422,8 @@ def _data_loc(loc: tuple, data: Any) -> tuple:
                 cur = cur[part]
             elif isinstance(part, str) and part.endswith("]") and "[" in part:
                 pass  # pydantic's own union member label ("list[str]"): not in the data
+            elif isinstance(part, str) and cur.get("type", "local" if "command" in cur else None) == part:
+                pass  # a discriminated union's tag (the value of "type")
             elif i + 1 < len(parts) and parts[i + 1] in cur and not isinstance(parts[i + 1], int):
                 pass  # a discriminated union's tag
             else:
@@ -397,7 +446,7 @@ def _translate(err: dict, loc: tuple, doc: YamlDocument, model: type[BaseModel])
     value = err.get("input")
     ctx = err.get("ctx") or {}
     code = etype.replace("_", "-")
-    prefer_key = False
+    prefer_key = "[key]" in err["loc"]  # the error is about a mapping key itself: point at the key
     if etype == "extra_forbidden":
         key = loc[-1] if loc else "?"
         allowed = _allowed_keys(model, loc[:-1], doc.data)
@@ -408,7 +457,8 @@ def _translate(err: dict, loc: tuple, doc: YamlDocument, model: type[BaseModel])
     elif etype == "missing":
         message = f"required key '{loc[-1]}' is missing"
         code = "missing-key"
-        return doc.issue(loc[:-1], message, code, path=format_path(loc))
+        # Point at the key of the mapping that lacks it (``canary:``), not at its first entry.
+        return doc.issue(loc[:-1], message, code, path=format_path(loc), prefer_key=True)
     elif etype == "literal_error":
         expected = ctx.get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
@@ -429,6 +479,9 @@ def _translate(err: dict, loc: tuple, doc: YamlDocument, model: type[BaseModel])
         message = f"expected a list; got {_show(value)}"
     elif etype in ("dict_type", "model_type", "model_attributes_type"):
         message = f"expected a mapping of keys; got {_show(value)}"
+        if len(loc) >= 2 and isinstance(loc[-1], str) and _is_named_entries(model, loc[:-1], doc.data):
+            message += (f" ('{loc[-1]}' is read as the name of an entry of {format_path(loc[:-1])}; check its "
+                        "indentation)")
     elif etype in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[etype]
         bound = next(iter(ctx.values()), "?")
@@ -491,6 +544,22 @@ def _allowed_keys(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return _aliases(tp)
     return []
+
+
+def _is_named_entries(model: type[BaseModel], loc: tuple, data: Any) -> bool:
+    """Whether ``loc`` is a mapping of named entries (``tests``, ``steps``) rather than of fixed keys."""
+    tp: Any = model
+    cur = data
+    for part in loc:
+        tp = _unwrap(tp, cur)
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            return False
+        fld = next((f for n, f in tp.model_fields.items() if (f.alias or n) == part), None)
+        if fld is None:
+            return False
+        tp = fld.annotation
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return typing.get_origin(_unwrap(tp, cur)) is dict
 
 
 def _unwrap(tp: Any, cur: Any) -> Any:

@@ -123,13 +123,15 @@ def _command(value: Any) -> list[str]:
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
         except ValueError as exc:
-            raise PydanticCustomError("command_placeholder", "bad placeholder in {got}: {err} (write {{{{ for a "
-                                      "literal brace)", {"got": _show(part), "err": str(exc)}) from None
+            raise PydanticCustomError("command_placeholder", "bad placeholder in {got}: {err} (write {brace} for a "
+                                      "literal brace)", {"got": _show(part), "err": str(exc), "brace": "{{"}) from None
         for name in fields:
             if name not in COMMAND_PLACEHOLDERS:
+                hint = did_you_mean(name.replace("-", "_"), COMMAND_PLACEHOLDERS)
                 raise PydanticCustomError(
-                    "command_placeholder", "unknown placeholder {{{name}}} in {got}{hint}; known: {known}",
-                    {"name": name, "got": _show(part), "hint": did_you_mean(name, COMMAND_PLACEHOLDERS),
+                    "command_placeholder", "unknown placeholder {placeholder} in {got}{hint}; known: {known}",
+                    {"placeholder": "{" + name + "}", "got": _show(part), "hint": hint.replace("'", "'{", 1)
+                     .replace("'?)", "}'?)") if hint else "",
                      "known": ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS)},
                 )
     return parts

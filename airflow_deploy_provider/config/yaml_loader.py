@@ -128,16 +128,30 @@ def load_yaml(path: Path, display_path: str | None = None, text: str | None = No
         return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
         if exc.context:
             problem = f"{exc.context}, {problem}"
+        opened = exc.context_mark
+        if opened is not None and exc.context and exc.context.startswith(("while parsing a flow",
+                                                                          "while scanning a quoted")):
+            # An unclosed bracket or quote: the line that opened it is where the fix goes.
+            if exc.problem_mark is not None and exc.problem_mark.line != opened.line:
+                problem += f" (it is still open at line {exc.problem_mark.line + 1})"
+            mark = opened
+        if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+            problem += " (a tab: YAML indentation must use spaces)"
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlLoadError([ConfigIssue(display, line, col, "(file)", f"YAML syntax error: {problem}",
                                          "yaml-syntax")]) from None
     except yaml.YAMLError as exc:
         raise YamlLoadError([ConfigIssue(display, 1, 1, "(file)", f"YAML error: {exc}", "yaml-syntax")]) from None
     finally:
         loader.dispose()
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column] if line < len(lines) and column < len(lines[line]) else ""
 
 
 class _Builder:

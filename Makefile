@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test test-fast bench lint schema docs clean
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: a full canary deployment (until the local platform lands: the plan of one).
+demo: venv
+	$(VENV)/bin/airflow-deploy validate dags/services
+	$(VENV)/bin/airflow-deploy plan dags/services --service checkout --environment production --region us-east-1
+
+## The whole test suite.
+test: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+bench: venv
+	$(PY) benchmarks/parse_time.py
+
+lint: venv
+	$(VENV)/bin/ruff check airflow_deploy_provider tests benchmarks
+
+## Regenerate docs/configuration.md from the schema.
+docs: venv
+	$(PY) -m airflow_deploy_provider.config.reference > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

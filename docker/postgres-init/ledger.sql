@@ -1,0 +1,2 @@
+-- The deployment ledger lives in its own database beside Airflow's metadata database.
+CREATE DATABASE deploy_ledger OWNER airflow;

@@ -1,0 +1,69 @@
+"""Real servers for tests: PostgreSQL started from the machine's binaries."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on loopback. As root, the server runs as the ``postgres`` user
+    (initdb refuses root); the data lives in a temporary folder removed on stop."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = pg_binary("initdb"), pg_binary("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed; run .ci/run")
+        self.pg_ctl = pg_ctl
+        self.dir = Path(tempfile.mkdtemp(prefix="adp-pg-"))
+        self.port = free_port()
+        self.data = self.dir / "data"
+        as_root = os.geteuid() == 0
+        if as_root:
+            if subprocess.run(["id", "-u", "postgres"], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                                "postgres"], check=True)
+            shutil.chown(self.dir, "postgres")
+        self._prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+        subprocess.run([*self._prefix, initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                        "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True)
+        subprocess.run([*self._prefix, pg_ctl, "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
+                        "start", "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"],
+                       check=True, capture_output=True)
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url(name)
+
+    def stop(self) -> None:
+        subprocess.run([*self._prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,224 @@
+"""Each generated DAG follows the spec's workflow: phases as task groups, in the spec's order."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_deploy_provider.config.loader import load_service
+from airflow_deploy_provider.factory import build_service_dags
+from tests.conftest import SERVICES
+
+FAILURE_RULES = {"one_failed", "all_failed"}
+
+
+@pytest.fixture(scope="module")
+def checkout_dags():
+    return build_service_dags(load_service(SERVICES / "checkout" / ".deploy").config)
+
+
+@pytest.fixture(scope="module")
+def hello_dags():
+    return build_service_dags(load_service(SERVICES / "hello" / ".deploy").config)
+
+
+def rule(task) -> str:
+    return str(getattr(task.trigger_rule, "value", task.trigger_rule))
+
+
+def main_tasks(dag):
+    return [t for t in dag.tasks if rule(t) not in FAILURE_RULES and not t.is_teardown]
+
+
+def ancestors(dag, task_id: str) -> set[str]:
+    seen, todo = set(), [task_id]
+    while todo:
+        for up in dag.task_dict[todo.pop()].upstream_task_ids:
+            if up not in seen:
+                seen.add(up)
+                todo.append(up)
+    return seen
+
+
+def phase(task_id: str) -> str:
+    return task_id.split(".")[0] if "." in task_id else task_id
+
+
+def assert_phases_in_order(dag, expected: list[str]):
+    """Every task of a phase runs after every main-path task of the phases before it."""
+    phases: dict[str, list[str]] = {}
+    for t in main_tasks(dag):
+        phases.setdefault(phase(t.task_id), []).append(t.task_id)
+    assert [p for p in expected if p in phases] == expected, f"phases present: {sorted(phases)}"
+    for i, later in enumerate(expected):
+        for earlier in expected[:i]:
+            for task_id in phases[later]:
+                missing = set(phases[earlier]) - ancestors(dag, task_id)
+                assert not missing, f"{task_id} does not wait for {sorted(missing)}"
+
+
+def chain_of(dag, ids: list[str]):
+    for up, down in zip(ids, ids[1:]):
+        assert up in ancestors(dag, down), f"{up} must run before {down}"
+
+
+def test_development_workflow(checkout_dags):
+    dag = checkout_dags["deploy_checkout_development"]
+    assert_phases_in_order(dag, ["code_push", "build", "security_scan", "deploy_to_dev", "smoke_tests",
+                                 "notification"])
+    chain_of(dag, ["build.run_unit_tests", "build.build_image", "build.push_image"])
+    scans = {"security_scan.scan_cves", "security_scan.scan_secrets", "security_scan.generate_sbom"}
+    assert scans <= set(dag.task_dict)
+    assert not any(s in ancestors(dag, o) for s in scans for o in scans)  # in parallel
+    chain_of(dag, ["deploy_to_dev.run_migrations", "deploy_to_dev.deploy_version", "deploy_to_dev.wait_until_ready"])
+    assert dag.task_dict["deploy_to_dev.deploy_version"].strategy == "recreate"
+    chain_of(dag, ["smoke_tests.health_check", "smoke_tests.functional_tests"])
+    assert "smoke_tests.validate_logs" in dag.task_dict
+    failure = dag.task_dict["notification.notify_failure"]
+    assert rule(failure) == "one_failed"
+    # the success and failure notifications are both leaves, so a failure also fails the run
+    assert {t.task_id for t in dag.leaves} >= {"notification.notify_success", "notification.notify_failure"}
+    assert set(dag.params) >= {"commit", "version", "branch", "author", "message", "reason"}
+
+
+def test_staging_workflow(checkout_dags):
+    dag = checkout_dags["deploy_checkout_staging"]
+    assert_phases_in_order(dag, ["start_deployment", "manual_approval", "pre_deployment_validation",
+                                 "build_promotion", "infrastructure_update", "blue_green_deployment",
+                                 "post_deployment_testing", "monitoring_setup", "notification_and_documentation"])
+    chain_of(dag, ["manual_approval.verify_development_passed", "manual_approval.approve"])
+    chain_of(dag, ["build_promotion.retag_image", "build_promotion.sign_image", "build_promotion.push_image"])
+    chain_of(dag, ["blue_green_deployment.deploy_green", "blue_green_deployment.wait_green_ready",
+                   "blue_green_deployment.integration_tests_on_green", "blue_green_deployment.smoke_tests_on_green",
+                   "blue_green_deployment.switch_traffic", "blue_green_deployment.watch_after_switch",
+                   "blue_green_deployment.retire_blue"])
+    watch = dag.task_dict["blue_green_deployment.watch_after_switch"]
+    assert watch.duration == 300 and watch.rollback_on_failure  # trafficSwitch.testDuration, rollbackOnError
+    back = dag.task_dict["blue_green_deployment.switch_back_to_blue"]
+    assert rule(back) == "one_failed" and "blue_green_deployment.watch_after_switch" in back.upstream_task_ids
+    # postDeploymentTests in the configured order
+    chain_of(dag, ["post_deployment_testing.integration_tests", "post_deployment_testing.smoke_tests",
+                   "post_deployment_testing.load_tests"])
+    assert {"monitoring_setup.configure_alerts", "monitoring_setup.setup_dashboards",
+            "monitoring_setup.enable_tracing"} <= set(dag.task_dict)
+    approve = dag.task_dict["manual_approval.approve"]
+    assert approve.policies["default"]["groups"][0]["members"] == ["alice", "bob", "carol"]
+
+
+def test_production_workflow(checkout_dags):
+    dag = checkout_dags["deploy_checkout_production_us-east-1"]
+    assert_phases_in_order(dag, ["start_deployment", "approval_gate", "pre_deployment_actions",
+                                 "canary_deployment", "post_deployment_validation", "monitoring_and_alerting",
+                                 "communication", "post_deployment_tasks"])
+    chain_of(dag, ["pre_deployment_actions.scale_up", "pre_deployment_actions.snapshot_current_state",
+                   "pre_deployment_actions.disable_autoscaling", "pre_deployment_actions.set_deployment_start_marker"])
+    steps = ["canary_deployment.step_1_5pct", "canary_deployment.step_2_25pct", "canary_deployment.step_3_50pct",
+             "canary_deployment.step_4_100pct"]
+    chain_of(dag, ["canary_deployment.run_migrations", "canary_deployment.deploy_canary",
+                   "canary_deployment.wait_canary_ready", *steps, "canary_deployment.terminate_old_version",
+                   "canary_deployment.update_load_balancer"])
+    # the canary phases exactly as configured
+    assert [(dag.task_dict[s].weight, dag.task_dict[s].duration) for s in steps] == [
+        (5, 600), (25, 600), (50, 900), (100, 0)]
+    gate = dag.task_dict[steps[0]]
+    assert gate.interval == 60 and gate.failure_limit == 5
+    assert [(m["name"], m["max"]) for m in gate.metrics] == [("error_rate", 0.1), ("latency_p99", 500.0)]
+    assert [(c["metric"], c["op"], c["threshold"]) for c in gate.conditions] == [
+        ("error_rate", ">", 1.0), ("latency_p99", ">", 1000.0), ("availability", "<", 99.9)]
+    rollback = dag.task_dict["canary_deployment.rollback"]
+    assert rule(rollback) == "one_failed" and set(steps) <= rollback.upstream_task_ids
+    # autoscaling is disabled as a setup and re-enabled as its teardown, which runs even after a failure
+    reenable = dag.task_dict["post_deployment_tasks.reenable_autoscaling"]
+    assert reenable.is_teardown and "pre_deployment_actions.disable_autoscaling" in reenable.upstream_task_ids
+    watch = dag.task_dict["monitoring_and_alerting.watch_metrics"]
+    assert watch.duration == 30 * 60 and not watch.rollback_on_failure
+    restore = dag.task_dict["monitoring_and_alerting.restore_previous_version"]
+    assert rule(restore) == "one_failed" and restore.upstream_task_ids == {"monitoring_and_alerting.watch_metrics"}
+    validation = {t for t in dag.task_dict if t.startswith("post_deployment_validation.")}
+    assert validation == {"post_deployment_validation." + n for n in (
+        "health_check", "run_synthetic_transactions", "verify_database_connectivity", "check_external_integrations",
+        "validate_caching_layers", "test_critical_user_flows")}
+    assert dag.task_dict["canary_deployment.run_migrations"].backup is True
+
+
+def test_single_region_production_has_the_checklist(hello_dags):
+    dag = hello_dags["deploy_hello_production"]
+    assert_phases_in_order(dag, ["start_deployment", "pre_deployment_checklist", "approval_gate",
+                                 "pre_deployment_actions", "canary_deployment", "post_deployment_validation",
+                                 "monitoring_and_alerting", "communication", "post_deployment_tasks"])
+    items = {t.split(".")[1] for t in dag.task_dict if t.startswith("pre_deployment_checklist.")}
+    # no maintenance window and no migrations configured: those two items do not apply
+    assert items == {"staging_tests_passed", "security_scan_clean", "release_notes_prepared",
+                     "rollback_plan_documented", "on_call_team_notified"}
+    assert dag.task_dict["canary_deployment.step_1_10pct"].weight == 10
+
+
+def test_checklist_of_the_full_example(checkout_dags):
+    dag = checkout_dags["deploy_checkout_production"]
+    items = {t.split(".")[1] for t in dag.task_dict if t.startswith("pre_deployment_checklist.")}
+    assert items == {"staging_tests_passed", "security_scan_clean", "release_notes_prepared",
+                     "rollback_plan_documented", "on_call_team_notified", "maintenance_window_scheduled",
+                     "database_backup_completed"}
+    chain_of(dag, ["approval_gate.approve", "approval_gate.verify_maintenance_window",
+                   "approval_gate.confirm_rollback_readiness"])
+
+
+def test_multi_region_rollout(checkout_dags):
+    dag = checkout_dags["deploy_checkout_production"]
+    order = ["us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"]
+    deploys = [f"regional_rollout.region_{i}_{r.replace('-', '_')}.deploy" for i, r in enumerate(order, 1)]
+    chain_of(dag, ["approval_gate.confirm_rollback_readiness", *deploys, "communication.update_deployment_log"])
+    for task_id, region in zip(deploys, order):
+        assert dag.task_dict[task_id].trigger_dag_id == f"deploy_checkout_production_{region}"
+    observe = dag.task_dict["regional_rollout.region_1_us_west_2.observe"]
+    assert observe.duration == 30 * 60 and observe.region == "us-west-2"
+    # stopOnRegionFailure: each next region needs the previous one to succeed
+    assert all(rule(dag.task_dict[t]) == "all_success" for t in deploys)
+    rollback = dag.task_dict["regional_rollout.region_2_eu_west_1.rollback_region"]
+    assert rollback.trigger_dag_id == "rollback_checkout_production_eu-west-1" and rule(rollback) == "one_failed"
+
+
+def test_hotfix_workflow(checkout_dags):
+    dag = checkout_dags["hotfix_checkout"]
+    assert_phases_in_order(dag, ["start_deployment", "hotfix_creation", "emergency_build", "expedited_deployment",
+                                 "monitor_closely", "post_hotfix_actions"])
+    chain_of(dag, ["expedited_deployment.record_emergency_override", "expedited_deployment.deploy_to_one_replica",
+                   "expedited_deployment.wait_one_replica_ready", "expedited_deployment.validate_one_replica",
+                   "expedited_deployment.deploy_to_all"])
+    validate = dag.task_dict["expedited_deployment.validate_one_replica"]
+    assert validate.duration == 300 and validate.weight == 10  # one of ten replicas, stable for 5 minutes
+    assert dag.task_dict["expedited_deployment.deploy_to_one_replica"].replicas == 1
+    assert dag.task_dict["monitor_closely.watch_metrics"].duration == 30 * 60
+    approve = dag.task_dict["hotfix_creation.fast_track_approval"]
+    assert set(approve.policies) == {"critical", "major"}
+    assert dag.task_dict["start_deployment"].tag_template == "hotfix-{issue_id}"
+    assert {"post_hotfix_actions.deploy_to_development", "post_hotfix_actions.deploy_to_staging"} <= set(dag.task_dict)
+    assert dag.params.get_param("severity").schema["enum"] == ["critical", "major"]
+
+
+def test_rollback_workflow(checkout_dags):
+    dag = checkout_dags["rollback_checkout_production"]
+    assert_phases_in_order(dag, ["rollback_decision", "execute_rollback", "database_rollback", "validation",
+                                 "post_rollback"])
+    chain_of(dag, ["execute_rollback.identify_stable_version", "execute_rollback.switch_to_stable_version",
+                   "execute_rollback.verify_healthy", "execute_rollback.update_load_balancer"])
+    chain_of(dag, ["database_rollback.check_schema_changes", "database_rollback.run_down_migrations"])
+    assert dag.task_dict["database_rollback.run_down_migrations"].direction == "down"
+    assert dag.task_dict["validation.verify_error_rate"].duration == 15 * 60  # "monitor for 15 minutes"
+    assert dag.params.get_param("trigger").schema["enum"] == ["manual", "alert"]
+
+
+def test_tag_templates_follow_the_spec(checkout_dags):
+    assert checkout_dags["deploy_checkout_development"].task_dict[
+        "code_push.extract_commit_metadata"].tag_template == "dev-{short_sha}"
+    assert checkout_dags["deploy_checkout_staging"].task_dict["start_deployment"].tag_template == "staging-{version}"
+
+
+def test_every_dag_has_validated_params(checkout_dags, hello_dags):
+    from airflow.sdk import Param  # noqa: F401
+    from airflow.sdk.definitions.param import ParamsDict
+
+    for dag in [*checkout_dags.values(), *hello_dags.values()]:
+        assert isinstance(dag.params, ParamsDict) and dag.params
+        if "version" in dag.params:
+            schema = dag.params.get_param("version").schema
+            assert schema["pattern"].startswith("^[A-Za-z0-9]")
