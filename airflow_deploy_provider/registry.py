@@ -13,11 +13,10 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 BUILTIN_PLATFORMS: dict[str, str] = {}
 BUILTIN_METRIC_PROVIDERS: dict[str, str] = {}
-
-
-from airflow.sdk.exceptions import AirflowFailException
 
 
 class NotImplementedForPlatform(AirflowFailException, NotImplementedError):

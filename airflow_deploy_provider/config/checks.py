@@ -7,11 +7,11 @@ placed at ``file:line:column``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from airflow_deploy_provider.config.errors import Loc, did_you_mean
 from airflow_deploy_provider.config.models import (

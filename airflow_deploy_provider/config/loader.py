@@ -19,7 +19,13 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from airflow_deploy_provider.config import checks
-from airflow_deploy_provider.config.errors import ConfigIssue, DeployConfigError, IssueList, did_you_mean, format_path
+from airflow_deploy_provider.config.errors import (
+    ConfigIssue,
+    DeployConfigError,
+    IssueList,
+    did_you_mean,
+    format_path,
+)
 from airflow_deploy_provider.config.models import (
     ENVIRONMENTS,
     EnvironmentFile,

@@ -12,6 +12,7 @@ and type rules live here; rules that relate several fields or files live in :mod
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import string
 from datetime import date, datetime, timedelta
@@ -147,10 +148,8 @@ Command = Annotated[
 def _weight(value: Any) -> int:
     if isinstance(value, str) and value.strip().endswith("%"):
         value = value.strip()[:-1].strip()
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
         raise PydanticCustomError("weight_type", "expected a whole percentage of traffic from 1 to 100; got {got}",
                                   {"got": _show(value)})

@@ -30,7 +30,6 @@ from airflow.sdk import DAG
 
 from airflow_deploy_provider.config.errors import ConfigIssue, DeployConfigError
 from airflow_deploy_provider.config.loader import LoadResult, ServiceConfig, discover, load_service
-from airflow_deploy_provider.ledger.hook import DEFAULT_LEDGER_CONN_ID
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from functools import cached_property
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
@@ -23,7 +23,11 @@ from airflow_deploy_provider.operators.deploy import (
     VerifyTrafficOperator,
     WaitForRolloutOperator,
 )
-from airflow_deploy_provider.operators.gate import CanaryStepOperator, MetricGateOperator, TrafficSwitchOperator
+from airflow_deploy_provider.operators.gate import (
+    CanaryStepOperator,
+    MetricGateOperator,
+    TrafficSwitchOperator,
+)
 from airflow_deploy_provider.operators.lifecycle import (
     BRANCH_PATTERN,
     COMMIT_PATTERN,
@@ -216,7 +220,7 @@ class ServiceDagBuilder:
         from airflow_deploy_provider.factory.docs import describe_dag
         
         dag.params = self.params
-        describe_dag(dag, self, workflow)
+        self.plan = describe_dag(dag, self, workflow)
         return dag
 
     # ---------------------------------------------------------------------------------------------- tasks

@@ -7,8 +7,8 @@ from typing import Any
 
 from airflow_deploy_provider.factory.builder import ServiceDagBuilder, chain_phases
 from airflow_deploy_provider.operators.migration import MigrationOperator
-from airflow_deploy_provider.sensors.approval import ApprovalSensor
 from airflow_deploy_provider.operators.validation import HealthCheckOperator, LogValidationOperator
+from airflow_deploy_provider.sensors.approval import ApprovalSensor
 
 
 def migration_task(b: ServiceDagBuilder, *, task_id: str = "run_migrations", direction: str = "up",

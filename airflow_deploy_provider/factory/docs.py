@@ -10,6 +10,7 @@ from airflow_deploy_provider.config.types import format_duration
 
 if TYPE_CHECKING:
     from airflow_deploy_provider.factory.builder import ServiceDagBuilder
+    from airflow_deploy_provider.factory.plan import Plan
 
 INTRO = {
     "development": "Builds the pushed commit, scans it and deploys it to development ({strategy}), then runs the "
@@ -29,7 +30,7 @@ INTRO = {
 }
 
 
-def describe_dag(dag: DAG, b: ServiceDagBuilder, workflow: str) -> None:
+def describe_dag(dag: DAG, b: ServiceDagBuilder, workflow: str) -> Plan:
     """Set ``dag.doc_md``: what the DAG does, its phases and steps, gates, and the expected duration."""
     from airflow_deploy_provider.factory.plan import plan_dag
 
@@ -83,3 +84,4 @@ def describe_dag(dag: DAG, b: ServiceDagBuilder, workflow: str) -> None:
     lines += ["", f"Generated from `{b.config.deploy_dir}` ({', '.join(sorted(files))}); "
               f"configuration fingerprint `{b.config.fingerprint[:12]}`."]
     dag.doc_md = "\n".join(lines)
+    return plan

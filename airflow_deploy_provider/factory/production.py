@@ -168,9 +168,7 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
         chain_phases(monitoring, failure)  # a sibling of the outcome record: both stay leaves, so a failure fails the run
     b.finalize(dag, "production")
     if b.region is not None:
-        from airflow_deploy_provider.factory.plan import plan_dag
-
-        REGIONAL_EXPECTED[(b.config.fingerprint, b.region)] = plan_dag(dag).expected
+        REGIONAL_EXPECTED[(b.config.fingerprint, b.region)] = b.plan.expected
     return dag
 
 

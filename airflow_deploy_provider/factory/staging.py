@@ -55,7 +55,7 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("monitoring_setup", "Configure alerts, set up dashboards, enable tracing") as monitoring:
             b.steps(["configure-alerts", "setup-dashboards", "enable-tracing"])
         with phase("notification_and_documentation", "Update release notes, notify stakeholders, document "
-                   "configuration changes") as notify:
+                   "configuration changes"):
             docs = b.steps(["release-notes", "document-config-changes"])
             success = b.finish_success("notify_stakeholders")
         failure = b.finish_failure()

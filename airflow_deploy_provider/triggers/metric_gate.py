@@ -82,10 +82,10 @@ class MetricGateTrigger(BaseTrigger):
         hard_stop = deadline + interval * (state.failure_limit - state.failures + 2)
         number = 0
         next_at = started + interval
+        window = timedelta(seconds=interval)
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             number += 1
-            window = timedelta(seconds=interval)
 
             async def measure(name: str) -> tuple[str, MetricReading]:
                 unit, custom_query = units[name]
