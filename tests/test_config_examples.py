@@ -12,7 +12,8 @@ import pytest
 from airflow_deploy_provider.config.loader import load_service
 from tests.conftest import REPO, SERVICES, write_service
 
-SPEC = REPO.parent / "shared" / "spec" / "deployment-workflows.md"
+SHARED_SPEC = REPO.parent / "shared" / "spec" / "deployment-workflows.md"
+SPEC = REPO / "docs" / "spec" / "deployment-workflows.md"  # a copy of the product spec, kept in the repository
 
 
 def spec_example(name: str) -> str:
@@ -22,7 +23,12 @@ def spec_example(name: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.skipif(not SPEC.exists(), reason="the spec is kept outside the repository")
+def test_spec_copy_is_current():
+    if not SHARED_SPEC.exists():
+        pytest.skip("the shared product spec is not beside this checkout")
+    assert SPEC.read_text() == SHARED_SPEC.read_text(), "docs/spec is stale: copy the shared spec again"
+
+
 @pytest.mark.parametrize("name", ["dev-config.yaml", "staging-config.yaml", "production-config.yaml",
                                   "multi-region-config.yaml"])
 def test_example_service_holds_the_spec_files_verbatim(name):
