@@ -16,10 +16,10 @@ $(STAMP):
 
 venv: $(STAMP)
 
-## The main job: a full canary deployment (until the local platform lands: the plan of one).
+## The main job: a production canary on the embedded local platform (a bad release rolled back, a good
+## one promoted). Options: make demo DEMO_ARGS="--speed 60 --rps 300 --keep"
 demo: venv
-	$(VENV)/bin/airflow-deploy validate dags/services
-	$(VENV)/bin/airflow-deploy plan dags/services --service checkout --environment production --region us-east-1
+	$(PY) -m airflow_deploy_provider.demo.run $(DEMO_ARGS)
 
 ## The whole test suite.
 test: venv

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one kind of file; default: any .deploy file")
     p.set_defaults(func=cmd_schema)
 
+    p = sub.add_parser("local", help="the local platform's running services (status, down)")
+    p.add_argument("action", choices=["status", "down"])
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="<service>-<environment>[-<region>]; default: all")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_local)
+
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
     return parser
@@ -171,6 +177,55 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from airflow_deploy_provider.config.schema import json_schema
 
     print(json.dumps(json_schema(args.kind), indent=2, sort_keys=False))
+    return EXIT_OK
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from airflow_deploy_provider.platforms.local import platform as local
+    from airflow_deploy_provider.platforms.local.state import state_root
+
+    known = local.targets()
+    unknown = [t for t in args.targets if t not in known]
+    if unknown:
+        raise UsageError(f"no local state for {', '.join(unknown)} under {state_root()} (known: "
+                         f"{', '.join(known) or 'none'})")
+    chosen = args.targets or known
+    if args.action == "down":
+        results = [local.down(t) for t in chosen]
+        if args.format == "json":
+            print(json.dumps(results, indent=2))
+        else:
+            for r in results:
+                print(f"{r['target']}: stopped {r['stopped']} process(es)")
+            if not results:
+                print(f"nothing runs on the local platform ({state_root()})")
+        return EXIT_OK
+    statuses = []
+    for key in chosen:
+        data = local.target_state(key)
+        from airflow_deploy_provider.platforms.base import Target
+
+        platform = local.LocalPlatform({"type": "local", "command": []},
+                                       Target(data.get("service", key), data.get("environment", ""),
+                                              data.get("region")))
+        statuses.append(platform.status())
+    if args.format == "json":
+        print(json.dumps(statuses, indent=2, default=str))
+        return EXIT_OK
+    if not statuses:
+        print(f"nothing runs on the local platform ({state_root()})")
+    for st in statuses:
+        ports = (st["router"] or {}).get("ports") or {}
+        print(f"{st['target']}: http://127.0.0.1:{ports.get('service')} (router {'up' if st['router']['alive'] else 'DOWN'})")
+        for role in ("stable", "canary"):
+            r = st[role]
+            if r:
+                share = 100 - st["weight"] if role == "stable" else st["weight"]
+                if role == "stable" and not st["canary"]:
+                    share = 100
+                print(f"  {role:<7} {r['version']:<20} {r['alive']}/{r['replicas']} replicas alive, {share}% of traffic")
+        if st.get("updating_to"):
+            print(f"  updating to {st['updating_to']}")
     return EXIT_OK
 
 

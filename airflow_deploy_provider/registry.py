@@ -15,8 +15,12 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-BUILTIN_PLATFORMS: dict[str, str] = {}
-BUILTIN_METRIC_PROVIDERS: dict[str, str] = {}
+BUILTIN_PLATFORMS: dict[str, str] = {
+    "local": "airflow_deploy_provider.platforms.local.platform:LocalPlatform",
+}
+BUILTIN_METRIC_PROVIDERS: dict[str, str] = {
+    "local": "airflow_deploy_provider.metrics.local:LocalMetricProvider",
+}
 
 
 class NotImplementedForPlatform(AirflowFailException, NotImplementedError):

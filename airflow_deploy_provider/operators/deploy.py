@@ -236,6 +236,11 @@ def rollback(op: Any, context: Any, reason: str | None) -> None:
     before = platform.traffic()
     platform.abort()
     after = platform.traffic()
+    deployment = op.ledger.get(op.deployment_id)
+    if deployment is not None and deployment.status == "rolled_back":
+        op.log.info("Already rolled back (%s); traffic is 100%% on %s", deployment.outcome_reason,
+                    after.stable_version)
+        return
     if after.canary_weight != 0:
         raise AirflowException(f"rollback did not restore traffic: canary still gets {after.canary_weight}%")
     if reason is None:

@@ -180,11 +180,19 @@ class CanaryStepOperator(MetricGateOperator):
     def execute(self, context: Any) -> Any:
         platform = self.get_platform()
         split = platform.set_traffic(self.weight)
-        if split.canary_weight != self.weight or split.canary_version != self.version:
-            raise AirflowException(f"router reports {split.canary_weight}% to {split.canary_version!r} after setting "
-                                   f"{self.weight}% to {self.version}")
-        self.record("traffic", f"{self.weight}% of traffic to {self.version}, {split.stable_weight}% to "
-                    f"{split.stable_version}", data={"weight": self.weight, **split.to_dict()})
+        if split.canary_version != self.version:
+            raise AirflowException(f"router sends the canary's traffic to {split.canary_version!r}, not {self.version}")
+        if split.stable_version is None:
+            # First deployment: there is no stable version to share traffic with; the gate still watches the
+            # new version before it is promoted.
+            self.record("traffic", f"first deployment: {self.version} takes all traffic (step {self.weight}%)",
+                        data={"weight": self.weight, "first_deployment": True, **split.to_dict()})
+        elif split.canary_weight != self.weight:
+            raise AirflowException(f"router reports {split.canary_weight}% to {split.canary_version!r} after "
+                                   f"setting {self.weight}%")
+        else:
+            self.record("traffic", f"{self.weight}% of traffic to {self.version}, {split.stable_weight}% to "
+                        f"{split.stable_version}", data={"weight": self.weight, **split.to_dict()})
         if not self.duration:
             return {"weight": self.weight}
         self.start_gate(context)
@@ -218,7 +226,7 @@ class TrafficSwitchOperator(PlatformOperatorBase):
     def execute(self, context: Any) -> dict[str, Any]:
         weight = 100 if self.to == "green" else 0
         split = self.get_platform().set_traffic(weight)
-        if split.canary_weight != weight:
+        if split.canary_weight != weight and not (split.stable_version is None and self.to == "green"):
             raise AirflowException(f"router reports {split.canary_weight}% to green after switching to {self.to}")
         self.record("traffic", f"traffic switched to {self.to}: {split.to_dict()}", data=split.to_dict())
         return split.to_dict()

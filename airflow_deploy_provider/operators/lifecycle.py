@@ -43,7 +43,8 @@ class NotifyingMixin:
             return f"skipped: {event} notifications are turned off"
         ledger = self.ledger  # type: ignore[attr-defined]
         deployment_id = self.deployment_id  # type: ignore[attr-defined]
-        key = f"{event}:{getattr(self, 'task_id', '')}"
+        # One start, outcome and rollback message per deployment, however many tasks or tries reach here.
+        key = event if event != "approval" else f"{event}:{getattr(self, 'task_id', '')}"
         if any(e.data.get("key") == key for e in ledger.events(deployment_id, kind="notification")):
             return "skipped: already sent by an earlier try"
         from airflow_deploy_provider.notifications.slack import DeploymentNotifier
