@@ -7,7 +7,8 @@
 * anything else: a small JSON answer, failing with 500 for a share of requests and delayed as configured.
 
 Faults per version come from ``--error-rate`` / ``--latency-ms`` or from the ``DEMO_FAULTS`` environment
-variable, a JSON object such as ``{"2.0.0": {"error_rate": 0.3}, "2.1.0": {"latency_ms": 1500}}``.
+variable, a JSON object such as ``{"2.0.0": {"error_rate": 0.3}, "2.1.0": {"latency_ms": 1500}}``; an entry's
+``paths`` (a list of path prefixes) limits its faults to those paths.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import time
 from aiohttp import web
 
 
-def faults_for(version: str, error_rate: float | None, latency_ms: float | None) -> tuple[float, float]:
+def faults_for(version: str, error_rate: float | None, latency_ms: float | None) -> tuple[float, float, list[str]]:
     table = json.loads(os.environ.get("DEMO_FAULTS") or "{}")
     entry = table.get(version, {})
     return (error_rate if error_rate is not None else float(entry.get("error_rate", 0.0)),
-            latency_ms if latency_ms is not None else float(entry.get("latency_ms", 0.0)))
+            latency_ms if latency_ms is not None else float(entry.get("latency_ms", 0.0)),
+            list(entry.get("paths") or []))
 
 
-def make_app(version: str, error_rate: float, latency_ms: float) -> web.Application:
+def make_app(version: str, error_rate: float, latency_ms: float, paths: list[str] | None = None) -> web.Application:
     counts = {"requests": 0, "errors": 0}
     started = time.time()
 
@@ -51,6 +53,8 @@ def make_app(version: str, error_rate: float, latency_ms: float) -> web.Applicat
 
     async def serve(request: web.Request) -> web.Response:
         counts["requests"] += 1
+        if paths and not any(request.path.startswith(p) for p in paths):
+            return web.json_response({"path": request.path, "version": version})
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000.0 * random.uniform(0.9, 1.1))
         if error_rate and random.random() < error_rate:
@@ -73,13 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=None, help="added latency per request")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
     args = parser.parse_args(argv)
-    error_rate, latency_ms = faults_for(args.version, args.error_rate, args.latency_ms)
+    error_rate, latency_ms, paths = faults_for(args.version, args.error_rate, args.latency_ms)
     if args.startup_delay:
         time.sleep(args.startup_delay)
     print(f"demo app {args.version} on port {args.port} (error rate {error_rate:g}, latency {latency_ms:g} ms)",
           flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    web.run_app(make_app(args.version, error_rate, latency_ms), host="127.0.0.1", port=args.port,
+    web.run_app(make_app(args.version, error_rate, latency_ms, paths), host="127.0.0.1", port=args.port,
                 print=None, access_log=None, handle_signals=True)
 
 

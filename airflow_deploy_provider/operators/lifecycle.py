@@ -217,6 +217,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             config_fingerprint=self.config_fingerprint,
         )
         release.update(deployment_id=deployment.id, triggered_by=who)
+        self._close_abandoned(dag_run)
         self.record("phase", f"{self.kind} of {self.service} {release['version']} ({release['image']}) to "
                     f"{self.environment}{'/' + self.region if self.region else ''} started"
                     + (f"; previous version {release['previous_version']}" if release["previous_version"] else ""),
@@ -225,10 +226,22 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             event="start", kind=self.kind, service=self.service, environment=self.environment, region=self.region,
             version=release["version"], previous_version=release["previous_version"], who=who,
             reason=release["reason"], run_url=run_url(getattr(dag_run, "dag_id", None), getattr(dag_run, "run_id", None)),
-            details=[("Image", release["image"])] + ([("Commit", release["short_sha"])] if release["short_sha"] else []),
+            details=[("Image", release["image"])]
+            + ([("Commit", f"{release['short_sha']} by {release['author'] or 'unknown'}")] if release["short_sha"] else []),
         )
         self.log.info("Start notification: %s", self.notify("start", message, context))
         return release
+
+    def _close_abandoned(self, dag_run: Any) -> None:
+        """A deployment DAG runs one run at a time (``max_active_runs=1``), so an earlier deployment of this DAG
+        still marked running was cut off (a killed worker, a deleted run): record it as failed."""
+        dag_id = getattr(dag_run, "dag_id", None)
+        for older in self.ledger.deployments(self.service, self.environment, status=["running"]):
+            if older.id != self.deployment_id and older.dag_id == dag_id:
+                reason = f"abandoned: its run ended without an outcome; superseded by {self.deployment_id}"
+                self.ledger.finish_deployment(older.id, "failed", reason)
+                self.ledger.record_event(older.id, "phase", reason, task_id=self.task_id)
+                self.log.warning("Deployment %s %s", older.id, reason)
 
     def _release_from(self, deployment: Any) -> dict[str, Any]:
         return {
