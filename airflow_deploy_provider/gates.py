@@ -8,6 +8,10 @@ A *check* measures every gate metric (and every rollback-condition metric) once 
   as failed: thin traffic never promotes;
 * any rollback condition that holds is a *breach*: roll back at once.
 
+Between checks the rollback conditions alone are measured several times per interval, over the same
+sliding window: a breach is acted on at once, without waiting for the next check, so a version that starts
+failing is caught well within one interval.
+
 Failed checks are counted over the whole rollout; one more than ``threshold`` rolls back. A step only ends
 on a passing check: when its pause is over and the last check failed, the gate keeps checking (each failure
 still counts) until a check passes or the budget is spent.
@@ -124,6 +128,18 @@ def evaluate_check(number: int, readings: dict[str, MetricReading], metrics: lis
             outcome.passed = False
             outcome.reasons.append(f"{metric.name} = {reading.value:g} below min {metric.min:g}")
     return outcome
+
+
+def find_breach(readings: dict[str, MetricReading], conditions: list[GateCondition], min_requests: int) -> str | None:
+    """A rollback condition that holds on conclusive readings (the between-checks measurement)."""
+    samples = [r.sample_size for r in readings.values() if r.sample_size is not None]
+    if samples and min(samples) < min_requests:
+        return None
+    for cond in conditions:
+        reading = readings.get(cond.metric)
+        if reading is not None and reading.value is not None and cond.breached(reading.value):
+            return f"{cond.text} (measured {reading.value:g})"
+    return None
 
 
 @dataclass

@@ -4,7 +4,9 @@
 
 * ``GET /health``: ``{"status": "ok", "version": ...}``
 * ``GET /metrics``: Prometheus text with ``deployment_version{version="..."} 1``
-* anything else: a small JSON answer, failing with 500 for a share of requests and delayed as configured.
+* anything else: a small JSON answer, failing with 500 for a share of requests and delayed as configured;
+* ``POST /_demo/faults`` with ``{"error_rate": ..., "latency_ms": ...}`` changes the faults at run time (for
+  benchmarks that need to know the moment a version starts failing).
 
 Faults per version come from ``--error-rate`` / ``--latency-ms`` or from the ``DEMO_FAULTS`` environment
 variable, a JSON object such as ``{"2.0.0": {"error_rate": 0.3}, "2.1.0": {"latency_ms": 1500}}``; an entry's
@@ -35,7 +37,12 @@ def faults_for(version: str, error_rate: float | None, latency_ms: float | None)
 
 def make_app(version: str, error_rate: float, latency_ms: float, paths: list[str] | None = None) -> web.Application:
     counts = {"requests": 0, "errors": 0}
+    faults = {"error_rate": error_rate, "latency_ms": latency_ms}
     started = time.time()
+
+    async def set_faults(request: web.Request) -> web.Response:
+        faults.update({k: float(v) for k, v in (await request.json()).items() if k in faults})
+        return web.json_response({**faults, "at": time.time()})
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": version, "uptime": round(time.time() - started, 1)})
@@ -55,9 +62,9 @@ def make_app(version: str, error_rate: float, latency_ms: float, paths: list[str
         counts["requests"] += 1
         if paths and not any(request.path.startswith(p) for p in paths):
             return web.json_response({"path": request.path, "version": version})
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000.0 * random.uniform(0.9, 1.1))
-        if error_rate and random.random() < error_rate:
+        if faults["latency_ms"]:
+            await asyncio.sleep(faults["latency_ms"] / 1000.0 * random.uniform(0.9, 1.1))
+        if faults["error_rate"] and random.random() < faults["error_rate"]:
             counts["errors"] += 1
             return web.json_response({"error": "injected failure", "version": version}, status=500)
         return web.json_response({"path": request.path, "version": version})
@@ -65,6 +72,7 @@ def make_app(version: str, error_rate: float, latency_ms: float, paths: list[str
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/_demo/faults", set_faults)
     app.router.add_route("*", "/{tail:.*}", serve)
     return app
 

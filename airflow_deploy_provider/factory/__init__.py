@@ -59,7 +59,7 @@ def service_roots(roots: Iterable[str | os.PathLike[str]] | None = None, dag_fil
     return [base / "services"]
 
 
-def _builders(config: ServiceConfig) -> dict[str, Callable[[], DAG]]:
+def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Callable[[], DAG]]:
     """DAG id -> function building it, for every DAG of a service (nothing is built yet)."""
     from airflow_deploy_provider.factory import (
         development,
@@ -69,8 +69,11 @@ def _builders(config: ServiceConfig) -> dict[str, Callable[[], DAG]]:
         rollback,
         staging,
     )
-    from airflow_deploy_provider.factory.builder import ServiceDagBuilder
+    from functools import partial
 
+    from airflow_deploy_provider.factory.builder import ServiceDagBuilder as Builder
+
+    ServiceDagBuilder = partial(Builder, deferrable=deferrable)  # noqa: N806
     name = config.name
     out: dict[str, Callable[[], DAG]] = {}
 
@@ -101,9 +104,10 @@ def _builders(config: ServiceConfig) -> dict[str, Callable[[], DAG]]:
     return out
 
 
-def build_service_dags(config: ServiceConfig, only: str | None = None) -> dict[str, DAG]:
-    """Every DAG of one service (or only the DAG ``only``)."""
-    builders = _builders(config)
+def build_service_dags(config: ServiceConfig, only: str | None = None, deferrable: bool = True) -> dict[str, DAG]:
+    """Every DAG of one service (or only the DAG ``only``). ``deferrable=False`` makes every wait hold a worker
+    slot, like poke-mode sensors: only for comparing against the default."""
+    builders = _builders(config, deferrable)
     if only is not None:
         builders = {k: v for k, v in builders.items() if k == only}
     return {dag_id: build() for dag_id, build in builders.items()}
@@ -134,7 +138,7 @@ def load_all(roots: Iterable[Path]) -> list[LoadResult]:
 
 
 def register_deploy_dags(globals_dict: MutableMapping[str, Any], roots: Iterable[str | os.PathLike[str]] | None = None,
-                         ) -> dict[str, DAG]:
+                         *, deferrable: bool = True) -> dict[str, DAG]:
     """Build the DAGs of every valid service under the roots and put them into ``globals_dict``.
 
     Invalid services are skipped here (``raise_config_errors`` reports them). When a task runs, Airflow's
@@ -152,7 +156,7 @@ def register_deploy_dags(globals_dict: MutableMapping[str, Any], roots: Iterable
         for deploy_dir in deploy_dirs:
             result = load_service(deploy_dir)
             if result.config is not None and wanted in dag_ids(result.config):
-                dags.update(build_service_dags(result.config, only=wanted))
+                dags.update(build_service_dags(result.config, only=wanted, deferrable=deferrable))
                 break
     else:
         for result in load_all(found):
@@ -160,7 +164,7 @@ def register_deploy_dags(globals_dict: MutableMapping[str, Any], roots: Iterable
                 log.error("skipping %s: %s", result.deploy_dir, DeployConfigError(result.errors, result.deploy_dir))
                 continue
             try:
-                dags.update(build_service_dags(result.config))
+                dags.update(build_service_dags(result.config, deferrable=deferrable))
             except Exception:  # one service's failure must not hide the others
                 log.exception("building the DAGs of %s failed", result.config.name)
     globals_dict.update(dags)

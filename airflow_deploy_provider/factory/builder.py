@@ -56,7 +56,7 @@ class ServiceDagBuilder:
     """Builds one DAG of a service; holds the settings every task of it shares."""
 
     def __init__(self, config: ServiceConfig, environment: str | None, *, kind: str = "deploy",
-                 region: str | None = None, ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID):
+                 region: str | None = None, ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID, deferrable: bool = True):
         self.config = config
         self.svc = config.service
         self.environment = environment or "production"
@@ -65,6 +65,7 @@ class ServiceDagBuilder:
         self.region = region
         self.ledger_conn_id = ledger_conn_id
         self.start_task_id = "start_deployment"
+        self.deferrable = deferrable  # False: waits hold a worker slot (for comparison only)
 
     # ------------------------------------------------------------------------------------------- settings
 
@@ -92,6 +93,10 @@ class ServiceDagBuilder:
 
     def on_platform(self) -> dict[str, Any]:
         return {**self.common(), "platform": self._platform_settings}
+
+    def waiting(self) -> dict[str, Any]:
+        """Arguments of tasks that wait (rollouts, gates, health checks)."""
+        return {**self.on_platform(), "deferrable": self.deferrable}
 
     @cached_property
     def _metrics_settings(self) -> dict[str, Any]:
@@ -293,7 +298,7 @@ class ServiceDagBuilder:
         env = self.env
         assert env is not None
         return WaitForRolloutOperator(
-            task_id=task_id, **self.on_platform(), role=role, version=self.release("version"),
+            task_id=task_id, **self.waiting(), role=role, version=self.release("version"),
             progress_deadline=env.progress_deadline.total_seconds(),
             poll_interval=max(0.2, min(2.0, env.health_check.interval.total_seconds())),
             expected_ready_after=self.expected_ready)
@@ -318,7 +323,7 @@ class ServiceDagBuilder:
                                        version=self.release("version"), retries=2, retry_delay=timedelta(seconds=5))
         conditions = self.gate_conditions() or self.gate_conditions(self.svc.rollback.conditions)
         watch = MetricGateOperator(
-            task_id="watch_after_switch", **self.on_platform(), version=self.release("version"),
+            task_id="watch_after_switch", **self.waiting(), version=self.release("version"),
             metrics=self.metrics_from_conditions(conditions), conditions=conditions,
             interval=min(BLUEGREEN_INTERVAL, switch_settings.test_duration), duration=switch_settings.test_duration,
             min_requests=0, failure_limit=1, budget="bluegreen", metrics_provider=self.metrics_settings(),
@@ -343,7 +348,7 @@ class ServiceDagBuilder:
         conditions = self.gate_conditions()
         for i, step in enumerate(env.canary.steps, start=1):
             chain_tasks.append(CanaryStepOperator(
-                task_id=f"step_{i}_{step.weight}pct", **self.on_platform(), weight=step.weight, pause=step.pause,
+                task_id=f"step_{i}_{step.weight}pct", **self.waiting(), weight=step.weight, pause=step.pause,
                 version=self.release("version"), metrics=metrics, conditions=conditions, interval=analysis.interval,
                 min_requests=analysis.min_requests, failure_limit=analysis.threshold,
                 metrics_provider=self.metrics_settings(), rollback_on_failure=self.auto_rollback,

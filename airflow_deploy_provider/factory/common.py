@@ -24,7 +24,7 @@ def migration_task(b: ServiceDagBuilder, *, task_id: str = "run_migrations", dir
 def health_check(b: ServiceDagBuilder, role: str | None, task_id: str = "health_check") -> HealthCheckOperator:
     hc = b.env.health_check if b.env is not None else None
     return HealthCheckOperator(
-        task_id=task_id, **b.on_platform(), role=role, path=hc.path if hc else "/health",
+        task_id=task_id, **b.waiting(), role=role, path=hc.path if hc else "/health",
         retries=10, delay=hc.interval.total_seconds() if hc else 5.0,
         timeout=hc.timeout.total_seconds() if hc else 5.0, version=b.release("version"))
 

@@ -66,7 +66,7 @@ def build(b: ServiceDagBuilder) -> DAG:
             metrics = b.gate_metrics() or b.metrics_from_conditions(conditions or b.gate_conditions(
                 b.svc.rollback.conditions))
             validate = CanaryStepOperator(
-                task_id="validate_one_replica", **b.on_platform(), weight=share, pause=settings.stability_period,
+                task_id="validate_one_replica", **b.waiting(), weight=share, pause=settings.stability_period,
                 version=b.release("version"), metrics=metrics, conditions=conditions,
                 interval=analysis.interval if analysis else min(timedelta(minutes=1), settings.stability_period),
                 min_requests=analysis.min_requests if analysis else 0,

@@ -57,7 +57,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                         conditions = b.gate_conditions()
                         tasks.append(MetricGateOperator(
                             task_id="observe", service=b.name, environment="production", region=region.name,
-                            ledger_conn_id=b.ledger_conn_id, platform=b.platform_settings(),
+                            ledger_conn_id=b.ledger_conn_id, platform=b.platform_settings(), deferrable=b.deferrable,
                             version="{{ params.version }}", metrics=b.gate_metrics() or b.metrics_from_conditions(
                                 conditions), conditions=conditions,
                             interval=env.canary.analysis.interval if env.canary else region.wait_time / 10,

@@ -183,7 +183,7 @@ def monitoring_tasks(b: ServiceDagBuilder, duration: timedelta | None = None) ->
         metrics = b.gate_metrics() or b.metrics_from_conditions(conditions)
         interval = env.canary.analysis.interval if env.canary is not None else min(duration, duration / 10)
         watch = MetricGateOperator(
-            task_id="watch_metrics", **b.on_platform(), version=b.release("version"), metrics=metrics,
+            task_id="watch_metrics", **b.waiting(), version=b.release("version"), metrics=metrics,
             conditions=conditions, interval=interval, duration=duration,
             min_requests=env.canary.analysis.min_requests if env.canary else 0,
             failure_limit=env.canary.analysis.threshold if env.canary else 2, budget="monitoring",
@@ -197,7 +197,7 @@ def monitoring_tasks(b: ServiceDagBuilder, duration: timedelta | None = None) ->
         business = [c for c in b.svc.metrics.custom if c.business]
         if business:
             tasks.append(MetricGateOperator(
-                task_id="track_business_metrics", **b.on_platform(), version=b.release("version"),
+                task_id="track_business_metrics", **b.waiting(), version=b.release("version"),
                 metrics=[{"name": c.name, "unit": c.unit, "query": c.query} for c in business], interval=interval,
                 duration=duration, failure_limit=10_000, budget="business", metrics_provider=b.metrics_settings(),
                 rollback_on_failure=False))

@@ -57,7 +57,7 @@ def build(b: ServiceDagBuilder) -> DAG:
             smoke = b.suite("smoke", task_id="run_smoke_tests", role="stable")
             conditions = b.gate_conditions(b.svc.rollback.conditions)
             monitor = MetricGateOperator(
-                task_id="verify_error_rate", **b.on_platform(), version=b.release("version"),
+                task_id="verify_error_rate", **b.waiting(), version=b.release("version"),
                 metrics=b.metrics_from_conditions(conditions), conditions=conditions,
                 interval=min(b.svc.rollback.monitor_duration, b.svc.rollback.monitor_duration / 15),
                 duration=b.svc.rollback.monitor_duration, failure_limit=2, budget="rollback-validation",

@@ -105,6 +105,24 @@ class PlatformOperatorBase(DeploymentBaseOperator):
         return get_platform(self.platform, self.service, self.environment, self.region)
 
 
+def wait_for(op: BaseOperator, trigger: Any, method_name: str, context: Any, timeout: timedelta,
+             deferrable: bool) -> Any:
+    """Defer to ``trigger`` (no worker slot held while waiting), or with ``deferrable=False`` run the same
+    trigger on the worker, holding the slot like a poke-mode sensor (for comparison and for executors that
+    cannot defer)."""
+    if deferrable:
+        op.defer(trigger=trigger, method_name=method_name, timeout=timeout)
+    import asyncio
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event.payload
+        raise RuntimeError(f"{type(trigger).__name__} ended without an event")
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout.total_seconds()))
+    return getattr(op, method_name)(context, event)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_deploy_provider.operators.base import PlatformOperatorBase, check_choice
+from airflow_deploy_provider.operators.base import PlatformOperatorBase, check_choice, wait_for
 from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
 from airflow_deploy_provider.platforms.base import ROLES, HealthCheckSpec, WorkloadSpec
 
@@ -99,8 +99,10 @@ class WaitForRolloutOperator(PlatformOperatorBase):
     ui_color = "#fce8b2"
 
     def __init__(self, *, role: str = "stable", version: str, progress_deadline: float = 600.0,
-                 poll_interval: float = 2.0, expected_ready_after: float = 15.0, **kwargs: Any) -> None:
+                 poll_interval: float = 2.0, expected_ready_after: float = 15.0, deferrable: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         check_choice(self.task_id, "role", role, ROLES)
         if progress_deadline <= 0 or poll_interval <= 0:
             raise ValueError(f"{self.task_id}: progress_deadline and poll_interval must be positive")
@@ -118,15 +120,13 @@ class WaitForRolloutOperator(PlatformOperatorBase):
         from airflow_deploy_provider.triggers.rollout import RolloutStatusTrigger
 
         self.get_platform()  # fail fast, on the worker, when the platform is not available
-        self.defer(
-            trigger=RolloutStatusTrigger(
-                platform=self.platform, service=self.service, environment=self.environment, region=self.region,
-                role=self.role, version=self.version, deadline=time.time() + self.progress_deadline,
-                poll_interval=self.poll_interval,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.progress_deadline + 120),
+        trigger = RolloutStatusTrigger(
+            platform=self.platform, service=self.service, environment=self.environment, region=self.region,
+            role=self.role, version=self.version, deadline=time.time() + self.progress_deadline,
+            poll_interval=self.poll_interval,
         )
+        return wait_for(self, trigger, "execute_complete", context, timedelta(seconds=self.progress_deadline + 120),
+                        self.deferrable)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
         status = event.get("status") or {}

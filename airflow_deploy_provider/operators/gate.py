@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_deploy_provider.gates import GateCondition, GateMetric
-from airflow_deploy_provider.operators.base import PlatformOperatorBase
+from airflow_deploy_provider.operators.base import PlatformOperatorBase, wait_for
 from airflow_deploy_provider.operators.deploy import rollback
 from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
 
@@ -45,6 +45,7 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     :param metrics_provider: metric provider settings (``provider``, ``connection``, ...).
     :param rollback_on_failure: restore traffic and remove the new version on a rollback decision.
     :param notification: where to announce a rollback.
+    :param deferrable: wait in a trigger (default); ``False`` holds a worker slot while watching.
     """
 
     template_fields: Sequence[str] = ("deployment_id", "version")
@@ -64,9 +65,11 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         metrics_provider: dict[str, Any],
         rollback_on_failure: bool = True,
         notification: dict[str, Any] | None = None,
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         self.version = version
         self.metrics = [GateMetric(**m).__dict__ for m in metrics]  # validates the shape at parse time
         self.conditions = [GateCondition(**c).__dict__ for c in conditions or []]
@@ -107,28 +110,26 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
                 "duration": self.duration, "min_requests": self.min_requests, "failure_limit": self.failure_limit,
                 "failures_so_far": failures, "budget": self.budget}
 
-    def start_gate(self, context: Any) -> None:
+    def start_gate(self, context: Any) -> Any:
         from airflow_deploy_provider.triggers.metric_gate import MetricGateTrigger
 
         gate = self.gate_settings()
         if gate["failures_so_far"] > self.failure_limit:
             self._rollback_or_fail(context, f"failure budget already spent: {gate['failures_so_far']} failed checks")
         self.log.info("Gate: %s (failed checks so far: %d)", self.describe(), gate["failures_so_far"])
-        self.defer(
-            trigger=MetricGateTrigger(
-                gate=gate,
-                query={"service": self.service, "environment": self.environment, "region": self.region,
-                       "version": self.version},
-                provider=self.metrics_provider, deployment_id=self.deployment_id,
-                ledger_conn_id=self.ledger_conn_id, label=self.task_id,
-                abort_platform=self.platform if self.rollback_on_failure else None,
-            ),
-            method_name="gate_complete",
-            timeout=timedelta(seconds=self.duration + self.interval * (self.failure_limit + 3) + 300),
+        trigger = MetricGateTrigger(
+            gate=gate,
+            query={"service": self.service, "environment": self.environment, "region": self.region,
+                   "version": self.version},
+            provider=self.metrics_provider, deployment_id=self.deployment_id,
+            ledger_conn_id=self.ledger_conn_id, label=self.task_id,
+            abort_platform=self.platform if self.rollback_on_failure else None,
         )
+        timeout = timedelta(seconds=self.duration + self.interval * (self.failure_limit + 3) + 300)
+        return wait_for(self, trigger, "gate_complete", context, timeout, self.deferrable)
 
-    def execute(self, context: Any) -> None:
-        self.start_gate(context)
+    def execute(self, context: Any) -> Any:
+        return self.start_gate(context)
 
     def gate_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         for check in event.get("history", []):
@@ -195,8 +196,7 @@ class CanaryStepOperator(MetricGateOperator):
                         f"{split.stable_version}", data={"weight": self.weight, **split.to_dict()})
         if not self.duration:
             return {"weight": self.weight}
-        self.start_gate(context)
-        return None
+        return self.start_gate(context)
 
 
 class TrafficSwitchOperator(PlatformOperatorBase):

@@ -12,7 +12,12 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_deploy_provider.operators.base import DeploymentBaseOperator, PlatformOperatorBase, check_choice
+from airflow_deploy_provider.operators.base import (
+    DeploymentBaseOperator,
+    PlatformOperatorBase,
+    check_choice,
+    wait_for,
+)
 from airflow_deploy_provider.registry import NotImplementedForPlatform
 
 
@@ -39,8 +44,9 @@ class HealthCheckOperator(PlatformOperatorBase):
 
     def __init__(self, *, role: str | None = None, path: str = "/health", metrics_path: str = "/metrics",
                  retries: int = 10, delay: float = 5.0, timeout: float = 5.0, version: str | None = None,
-                 **kwargs: Any) -> None:
+                 deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         if role is not None:
             check_choice(self.task_id, "role", role, ("stable", "canary"))
         if not path.startswith("/") or not metrics_path.startswith("/"):
@@ -63,11 +69,10 @@ class HealthCheckOperator(PlatformOperatorBase):
         from airflow_deploy_provider.triggers.http import HealthCheckTrigger
 
         url = self.get_platform().endpoint(self.role)  # type: ignore[arg-type]
-        self.defer(trigger=HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path,
-                                              retries=self.retries, delay=self.delay, timeout=self.timeout,
-                                              version=self.version or None),
-                   method_name="execute_complete",
-                   timeout=timedelta(seconds=self.retries * (self.delay + 2 * self.timeout) + 60))
+        trigger = HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path, retries=self.retries,
+                                     delay=self.delay, timeout=self.timeout, version=self.version or None)
+        return wait_for(self, trigger, "execute_complete", context,
+                        timedelta(seconds=self.retries * (self.delay + 2 * self.timeout) + 60), self.deferrable)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         for line in event.get("log", []):

@@ -17,6 +17,7 @@ from airflow_deploy_provider.gates import (
     GateState,
     MetricReading,
     evaluate_check,
+    find_breach,
 )
 
 MAX_EVENT_CHECKS = 60  # the event keeps the newest checks; the ledger keeps all of them
@@ -81,23 +82,49 @@ class MetricGateTrigger(BaseTrigger):
         # this bounds the extension even with a very large threshold.
         hard_stop = deadline + interval * (state.failure_limit - state.failures + 2)
         number = 0
-        next_at = started + interval
         window = timedelta(seconds=interval)
+        # Rollback conditions are also measured between checks, several times per interval, over the same
+        # sliding window: a breach is acted on within a fraction of an interval.
+        ticks = max(1, int(self.gate.get("condition_checks_per_interval", 4))) if conditions else 1
+        tick = interval / ticks
+        condition_names = sorted({c.metric for c in conditions})
+        k = 0
+
+        async def measure(name: str) -> tuple[str, MetricReading]:
+            unit, custom_query = units[name]
+            try:
+                result = await provider.evaluate(MetricQuery(
+                    metric=MetricInfo(name, unit, "low", ""), service=self.query["service"],
+                    environment=self.query["environment"], region=self.query.get("region"),
+                    version=self.query["version"], window=window, query=custom_query))
+                return name, MetricReading(name, result.value, result.sample_size, result.error)
+            except Exception as exc:  # a provider error is "no data": never a pass
+                return name, MetricReading(name, None, None, f"provider error: {exc}")
+
         while True:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            k += 1
+            await asyncio.sleep(max(0.0, started + k * tick - time.monotonic()))
+            if k % ticks:
+                readings = dict(await asyncio.gather(*(measure(n) for n in condition_names)))
+                breach = find_breach(readings, conditions, min_requests)
+                if breach is None:
+                    continue
+                outcome = CheckOutcome(number=number, passed=False, breach=breach,
+                                       reasons=[f"rollback condition {breach} between checks"],
+                                       readings={n: r.__dict__ for n, r in readings.items()})
+                rollback_reason = f"rollback condition breached: {breach}"
+                entry = self._entry(outcome, state, time.monotonic() - started, "rollback")
+                entry["between_checks"] = True
+                self.log.info("%s: %s (measured between checks)", self.label, rollback_reason)
+                if self.abort_platform is not None:
+                    entry["traffic_restored"] = await asyncio.to_thread(self._restore_traffic)
+                history.append(entry)
+                await asyncio.to_thread(ledger.record_event, self.deployment_id, "gate",
+                                        f"{self.label}: {outcome.verdict} between checks - {rollback_reason}",
+                                        task_id=self.label, data=entry)
+                yield TriggerEvent(self._event("rollback", rollback_reason, state, history))
+                return
             number += 1
-
-            async def measure(name: str) -> tuple[str, MetricReading]:
-                unit, custom_query = units[name]
-                try:
-                    result = await provider.evaluate(MetricQuery(
-                        metric=MetricInfo(name, unit, "low", ""), service=self.query["service"],
-                        environment=self.query["environment"], region=self.query.get("region"),
-                        version=self.query["version"], window=window, query=custom_query))
-                    return name, MetricReading(name, result.value, result.sample_size, result.error)
-                except Exception as exc:  # a provider error is "no data": never a pass
-                    return name, MetricReading(name, None, None, f"provider error: {exc}")
-
             readings = dict(await asyncio.gather(*(measure(n) for n in units)))
             outcome = evaluate_check(number, readings, metrics, conditions, min_requests)
             rollback_reason = state.add(outcome)
@@ -126,7 +153,6 @@ class MetricGateTrigger(BaseTrigger):
                     entry["traffic_restored"] = await asyncio.to_thread(self._restore_traffic)
                 yield TriggerEvent(self._event("rollback", reason, state, history))
                 return
-            next_at += interval
 
     def _ledger(self):
         from airflow_deploy_provider.ledger.hook import get_ledger
