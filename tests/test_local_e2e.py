@@ -299,6 +299,14 @@ def test_rollback_dag_restores_the_last_stable_version(shop, ledger):
     assert shop.platform("production").traffic().stable_version == "1.0.0"
     assert ledger.last_stable_version("shop", "production") == "1.0.0"
     assert [e.kind for e in ledger.events(rollback.id, kind="incident")] == ["incident"]
+    # a chosen version that succeeded before
+    state, tasks = shop.run("rollback_shop_production", reason="back to 2.0.0", target_version="2.0.0")
+    assert state == "success", tasks
+    assert shop.platform("production").traffic().stable_version == "2.0.0"
+    # a version that never succeeded here is refused before anything changes
+    state, tasks = shop.run("rollback_shop_production", reason="typo", target_version="9.9.9")
+    assert state == "failed" and tasks["rollback_decision.record_decision"] == "failed"
+    assert shop.platform("production").traffic().stable_version == "2.0.0"
 
 
 CRASHING_RUN = """

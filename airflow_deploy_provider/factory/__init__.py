@@ -61,6 +61,8 @@ def service_roots(roots: Iterable[str | os.PathLike[str]] | None = None, dag_fil
 
 def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Callable[[], DAG]]:
     """DAG id -> function building it, for every DAG of a service (nothing is built yet)."""
+    from functools import partial
+
     from airflow_deploy_provider.factory import (
         development,
         hotfix,
@@ -69,8 +71,6 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
         rollback,
         staging,
     )
-    from functools import partial
-
     from airflow_deploy_provider.factory.builder import ServiceDagBuilder as Builder
 
     ServiceDagBuilder = partial(Builder, deferrable=deferrable)  # noqa: N806

@@ -123,20 +123,22 @@ class WaitForRolloutOperator(PlatformOperatorBase):
         trigger = RolloutStatusTrigger(
             platform=self.platform, service=self.service, environment=self.environment, region=self.region,
             role=self.role, version=self.version, deadline=time.time() + self.progress_deadline,
-            poll_interval=self.poll_interval,
+            poll_interval=self.poll_interval, end_task=self.deferrable,
+            ledger={"deployment_id": self.deployment_id, "ledger_conn_id": self.ledger_conn_id, "task_id": self.task_id},
         )
         return wait_for(self, trigger, "execute_complete", context, timedelta(seconds=self.progress_deadline + 120),
                         self.deferrable)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+    def execute_complete(self, context: Any, event: dict[str, Any] | str) -> None:
+        if event == "success":  # the trigger recorded readiness and ended the task
+            return
+        assert isinstance(event, dict)
         status = event.get("status") or {}
         if event.get("state") != "ready":
             reason = status.get("reason") or event.get("state")
             message = f"{self.role} rollout of {self.version} failed: {reason}: {status.get('message', '')}".rstrip(": ")
             self.record("deploy", message, data={"role": self.role, "status": status, "state": event.get("state")})
             raise AirflowException(message)
-        self.record("deploy", f"{self.role} role ready: {status.get('ready')}/{status.get('desired')} replicas "
-                    f"run {self.version}", data={"role": self.role, "status": status})
 
 
 class PromoteVersionOperator(PlatformOperatorBase):

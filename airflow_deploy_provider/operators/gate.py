@@ -123,7 +123,7 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
                    "version": self.version},
             provider=self.metrics_provider, deployment_id=self.deployment_id,
             ledger_conn_id=self.ledger_conn_id, label=self.task_id,
-            abort_platform=self.platform if self.rollback_on_failure else None,
+            abort_platform=self.platform if self.rollback_on_failure else None, end_task=self.deferrable,
         )
         timeout = timedelta(seconds=self.duration + self.interval * (self.failure_limit + 3) + 300)
         return wait_for(self, trigger, "gate_complete", context, timeout, self.deferrable)
@@ -131,7 +131,10 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     def execute(self, context: Any) -> Any:
         return self.start_gate(context)
 
-    def gate_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+    def gate_complete(self, context: Any, event: dict[str, Any] | str) -> dict[str, Any] | None:
+        if event == "success":  # the gate passed and the trigger ended the task (checks are in the ledger)
+            return None
+        assert isinstance(event, dict)
         for check in event.get("history", []):
             values = ", ".join(
                 f"{n}={r['value']:g}" if r.get("value") is not None else f"{n}=no data"

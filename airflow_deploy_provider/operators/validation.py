@@ -70,18 +70,24 @@ class HealthCheckOperator(PlatformOperatorBase):
 
         url = self.get_platform().endpoint(self.role)  # type: ignore[arg-type]
         trigger = HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path, retries=self.retries,
-                                     delay=self.delay, timeout=self.timeout, version=self.version or None)
+                                     delay=self.delay, timeout=self.timeout, version=self.version or None,
+                                     end_task=self.deferrable,
+                                     ledger={"deployment_id": self.deployment_id, "ledger_conn_id": self.ledger_conn_id,
+                                             "task_id": self.task_id})
         return wait_for(self, trigger, "execute_complete", context,
                         timedelta(seconds=self.retries * (self.delay + 2 * self.timeout) + 60), self.deferrable)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | str) -> dict[str, Any] | None:
+        if event == "success":  # the trigger recorded the passed check and ended the task
+            return None
+        assert isinstance(event, dict)
         for line in event.get("log", []):
             self.log.info("%s", line)
-        self.record("check", f"health check of {event.get('url')}: {'passed' if event.get('ok') else 'FAILED'}",
-                    data={k: v for k, v in event.items() if k != "log"})
-        if not event.get("ok"):
-            raise AirflowException(f"health check failed: {event.get('reason')}")
-        return event
+        if event.get("ok"):
+            return event  # recorded by the trigger
+        self.record("check", f"health check of {event.get('url')}: FAILED", data={k: v for k, v in event.items()
+                                                                                  if k != "log"})
+        raise AirflowException(f"health check failed: {event.get('reason')}")
 
 
 class TestSuiteOperator(PlatformOperatorBase):

@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_deploy_provider.triggers.common import record, success
+
 
 class HealthCheckTrigger(BaseTrigger):
     """
@@ -19,7 +21,8 @@ class HealthCheckTrigger(BaseTrigger):
     """
 
     def __init__(self, *, url: str, path: str = "/health", metrics_path: str = "/metrics", retries: int = 10,
-                 delay: float = 5.0, timeout: float = 5.0, version: str | None = None) -> None:
+                 delay: float = 5.0, timeout: float = 5.0, version: str | None = None,
+                 ledger: dict[str, Any] | None = None, end_task: bool = False) -> None:
         super().__init__()
         self.url = url
         self.path = path
@@ -28,11 +31,14 @@ class HealthCheckTrigger(BaseTrigger):
         self.delay = delay
         self.timeout = timeout
         self.version = version
+        self.ledger = ledger
+        self.end_task = end_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "url": self.url, "path": self.path, "metrics_path": self.metrics_path, "retries": self.retries,
-            "delay": self.delay, "timeout": self.timeout, "version": self.version,
+            "delay": self.delay, "timeout": self.timeout, "version": self.version, "ledger": self.ledger,
+            "end_task": self.end_task,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -81,4 +87,8 @@ class HealthCheckTrigger(BaseTrigger):
                                     "log": log})
                 return
             log.append("✓ metrics endpoint accessible")
-            yield TriggerEvent({"ok": True, "url": base, "reason": "all checks passed", "log": log})
+            for line in log:
+                self.log.info("%s", line)
+            result = {"ok": True, "url": base, "reason": "all checks passed"}
+            await record(self.ledger, "check", f"health check of {base}: passed", result)
+            yield success({**result, "log": log}, self.end_task)

@@ -19,6 +19,7 @@ from airflow_deploy_provider.gates import (
     evaluate_check,
     find_breach,
 )
+from airflow_deploy_provider.triggers.common import success
 
 MAX_EVENT_CHECKS = 60  # the event keeps the newest checks; the ledger keeps all of them
 
@@ -40,10 +41,12 @@ class MetricGateTrigger(BaseTrigger):
     :param ledger_conn_id: ledger connection.
     :param label: name of the gate in logs and the ledger (task id).
     :param abort_platform: platform settings; set to restore traffic at once on a rollback decision.
+    :param end_task: on a pass, end the task from the trigger instead of resuming it on a worker.
     """
 
     def __init__(self, *, gate: dict[str, Any], query: dict[str, Any], provider: dict[str, Any], deployment_id: str,
-                 ledger_conn_id: str, label: str, abort_platform: dict[str, Any] | None = None) -> None:
+                 ledger_conn_id: str, label: str, abort_platform: dict[str, Any] | None = None,
+                 end_task: bool = False) -> None:
         super().__init__()
         self.gate = gate
         self.query = query
@@ -52,11 +55,13 @@ class MetricGateTrigger(BaseTrigger):
         self.ledger_conn_id = ledger_conn_id
         self.label = label
         self.abort_platform = abort_platform
+        self.end_task = end_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "gate": self.gate, "query": self.query, "provider": self.provider, "deployment_id": self.deployment_id,
             "ledger_conn_id": self.ledger_conn_id, "label": self.label, "abort_platform": self.abort_platform,
+            "end_task": self.end_task,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -145,7 +150,9 @@ class MetricGateTrigger(BaseTrigger):
                 yield TriggerEvent(self._event("rollback", rollback_reason, state, history))
                 return
             if done:
-                yield TriggerEvent(self._event("pass", f"{state.checks} check(s) over {elapsed:.0f}s", state, history))
+                # A pass needs nothing more from a worker: the task ends here (checks are in the ledger).
+                yield success(self._event("pass", f"{state.checks} check(s) over {elapsed:.0f}s", state, history),
+                              self.end_task)
                 return
             if time.monotonic() >= hard_stop:
                 reason = f"no passing check by the end of {self.label} (last: {'; '.join(outcome.reasons)})"

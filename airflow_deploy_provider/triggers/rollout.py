@@ -9,6 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_deploy_provider.triggers.common import record, success
+
 
 class RolloutStatusTrigger(BaseTrigger):
     """
@@ -24,10 +26,13 @@ class RolloutStatusTrigger(BaseTrigger):
     :param version: version that must be running.
     :param deadline: epoch seconds after which the rollout counts as failed.
     :param poll_interval: seconds between observations.
+    :param ledger: ``deployment_id``, ``ledger_conn_id``, ``task_id``: where readiness is recorded.
+    :param end_task: end the task from here when the rollout is ready.
     """
 
     def __init__(self, *, platform: dict[str, Any], service: str, environment: str, region: str | None, role: str,
-                 version: str, deadline: float, poll_interval: float = 2.0) -> None:
+                 version: str, deadline: float, poll_interval: float = 2.0, ledger: dict[str, Any] | None = None,
+                 end_task: bool = False) -> None:
         super().__init__()
         self.platform = platform
         self.service = service
@@ -37,12 +42,14 @@ class RolloutStatusTrigger(BaseTrigger):
         self.version = version
         self.deadline = deadline
         self.poll_interval = poll_interval
+        self.ledger = ledger
+        self.end_task = end_task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "platform": self.platform, "service": self.service, "environment": self.environment,
             "region": self.region, "role": self.role, "version": self.version, "deadline": self.deadline,
-            "poll_interval": self.poll_interval,
+            "poll_interval": self.poll_interval, "ledger": self.ledger, "end_task": self.end_task,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -55,7 +62,9 @@ class RolloutStatusTrigger(BaseTrigger):
                 status = await platform.async_rollout_status(self.role)  # type: ignore[arg-type]
                 last = status.to_dict()
                 if status.version == self.version and status.done:
-                    yield TriggerEvent({"state": "ready", "status": last})
+                    await record(self.ledger, "deploy", f"{self.role} role ready: {status.ready}/{status.desired} "
+                                 f"replicas run {self.version}", {"role": self.role, "status": last})
+                    yield success({"state": "ready", "status": last}, self.end_task)
                     return
                 if status.failed:
                     yield TriggerEvent({"state": "failed", "status": last})

@@ -94,7 +94,9 @@ class LocalPlatform(DeploymentPlatform):
             r = data["roles"].get(name)
             if not r:
                 return None
-            return {"version": r["version"], "backends": [f"127.0.0.1:{rep['port']}" for rep in r["replicas"]]}
+            # Like a Kubernetes Service: only replicas that passed their health check get traffic.
+            return {"version": r["version"],
+                    "backends": [f"127.0.0.1:{rep['port']}" for rep in r["replicas"] if rep.get("ready")]}
 
         data["generation"] = int(data.get("generation", 0)) + 1
         write_json(self.state.router_file, {
@@ -140,7 +142,7 @@ class LocalPlatform(DeploymentPlatform):
             except OSError as exc:
                 raise PlatformError(f"cannot start {argv[0]!r} for {self.target.key}: {exc}",
                                     reason="CommandFailed") from exc
-            replicas.append({**info, "index": index, "port": port})
+            replicas.append({**info, "index": index, "port": port, "ready": False})
         return replicas
 
     @staticmethod
@@ -225,6 +227,10 @@ class LocalPlatform(DeploymentPlatform):
                     message = (f"replica {rep['index']} failed {self._failures[key]} health checks on {hc.path}: "
                                + " | ".join(tail(rep["log"], 3)))
         done = not failed and ready == desired == len(target["replicas"])
+        newly_ready = [rep["index"] for rep in target["replicas"] if not rep.get("ready")
+                       and self._failures.get((target["version"], rep["index"])) == 0]
+        if newly_ready:
+            self._mark_ready("stable_next" if pending else role, target["version"], newly_ready)
         if done and pending:
             done = self._finish_rolling_update(pending["version"])
         if not message:
@@ -232,6 +238,18 @@ class LocalPlatform(DeploymentPlatform):
         return RolloutStatus(role=role, version=target["version"], desired=desired, ready=ready,
                              updated=len(target["replicas"]), available=ready, done=done, failed=failed,
                              reason=reason, message=message)
+
+    def _mark_ready(self, slot: str, version: str, indexes: list[int]) -> None:
+        """Replicas that passed their health check start receiving traffic."""
+        with self.state.locked() as data:
+            target = data.get(slot) if slot == "stable_next" else data["roles"].get(slot)
+            if not target or target["version"] != version:
+                return
+            for rep in target["replicas"]:
+                if rep["index"] in indexes:
+                    rep["ready"] = True
+            if slot != "stable_next":
+                self._publish(data)
 
     def _finish_rolling_update(self, version: str) -> bool:
         with self.state.locked() as data:
@@ -322,6 +340,18 @@ class LocalPlatform(DeploymentPlatform):
             current["spec"] = {**current["spec"], "replicas": replicas}
             self._publish(data)
             self._stop(extra)
+        self._wait_ready(role, spec.version, spec.progress_deadline)
+
+    def _wait_ready(self, role: Role, version: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.rollout_status(role)
+            if status.done and status.version == version:
+                return
+            if status.failed:
+                raise PlatformError(f"{role} {version} is not healthy: {status.message}", reason=status.reason)
+            time.sleep(0.1)
+        raise PlatformError(f"{role} {version} not ready within {timeout:g}s", reason="ProgressDeadlineExceeded")
 
     def snapshot(self) -> dict[str, Any]:
         data = self.state.read()
@@ -346,16 +376,7 @@ class LocalPlatform(DeploymentPlatform):
             return
         spec = WorkloadSpec.from_dict({**stable["spec"], "strategy": "rolling"})
         self.deploy(spec, "stable")
-        deadline = time.monotonic() + spec.progress_deadline
-        while time.monotonic() < deadline:
-            status = self.rollout_status("stable")
-            if status.done and status.version == spec.version:
-                return
-            if status.failed:
-                raise PlatformError(f"restoring {spec.version} failed: {status.message}", reason=status.reason)
-            time.sleep(min(1.0, spec.health_check.interval))
-        raise PlatformError(f"restoring {spec.version} did not finish within {spec.progress_deadline:g}s",
-                            reason="ProgressDeadlineExceeded")
+        self._wait_ready("stable", spec.version, spec.progress_deadline)
 
     def status(self) -> dict[str, Any]:
         import psutil
