@@ -17,6 +17,7 @@ Usage: python benchmarks/slot_usage.py [--pause 20]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -104,10 +105,8 @@ class Airflow:
 
     def stop(self) -> None:
         for proc in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in self.procs:
             try:
                 proc.wait(30)
@@ -183,7 +182,7 @@ def main() -> int:
     (home / "dags").mkdir()
     variants = {"deferrable": ("slotdefer", True), "poke-mode": ("slotpoke", False)}
     ports = {}
-    for label, (name, deferrable) in variants.items():
+    for name, deferrable in variants.values():
         ports[name] = free_port()
         root = home / "services" / name / name / ".deploy"
         root.mkdir(parents=True)
