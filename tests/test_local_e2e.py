@@ -247,6 +247,7 @@ def test_bad_canary_is_rolled_back_at_the_first_step(shop, ledger, slack):
     assert tasks["canary_deployment.step_1_20pct"] == "failed"
     assert tasks["canary_deployment.step_2_50pct"] == "upstream_failed"
     assert tasks["canary_deployment.rollback"] == "success"
+    assert tasks["monitoring_and_alerting.restore_previous_version"] == "skipped"  # nothing was promoted
     deployment = only(ledger, "production", "6.6.6")
     assert deployment.status == "rolled_back" and "error_rate > 5%" in deployment.outcome_reason
     assert traffic_weights(ledger, deployment.id) == [20]
@@ -259,6 +260,7 @@ def test_bad_canary_is_rolled_back_at_the_first_step(shop, ledger, slack):
     assert versions == {"1.0.0"}
     rollbacks = [t for t in slack.texts if "rolled back" in t]
     assert len(rollbacks) == 1 and "6.6.6" in rollbacks[0]
+    assert len(ledger.events(deployment.id, kind="rollback")) == 1
     assert not any("6.6.6" in t and "FAILED" in t for t in slack.texts)  # announced once, as a rollback
 
 
@@ -344,3 +346,37 @@ def test_crash_mid_canary_then_retry_converges(shop, ledger, dags_folder):
                 if "airflow_deploy_provider.demo.app" in " ".join(p.info["cmdline"] or [])
                 and "2.0.0" in (p.info["cmdline"] or [])]
     assert len(replicas) == 2  # converged: no duplicate replicas from the first attempt
+
+
+def test_failure_after_promotion_restores_the_previous_version(shop, ledger):
+    """The version passes the canary, is promoted, then starts failing during the post-rollout watch."""
+    import threading
+
+    bootstrap(shop)
+    platform = shop.platform("production")
+
+    def break_after_promotion() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for d in ledger.deployments("shop", "production"):
+                if d.version == "2.0.0" and any("promoted" in (e.message or "")
+                                                for e in ledger.events(d.id, kind="traffic")):
+                    for rep in platform.state.read()["roles"]["stable"]["replicas"]:
+                        requests.post(f"http://127.0.0.1:{rep['port']}/_demo/faults", json={"error_rate": 1.0},
+                                      timeout=2)
+                    return
+            time.sleep(0.05)
+
+    breaker = threading.Thread(target=break_after_promotion, daemon=True)
+    breaker.start()
+    state, tasks = shop.run("deploy_shop_production", version="2.0.0")
+    breaker.join(5)
+    assert state == "failed"
+    assert tasks["canary_deployment.update_load_balancer"] == "success"  # it was promoted
+    assert tasks["monitoring_and_alerting.watch_metrics"] == "failed"
+    assert tasks["monitoring_and_alerting.restore_previous_version"] == "success"
+    deployment = only(ledger, "production", "2.0.0")
+    assert deployment.status == "rolled_back" and "watch_metrics" in deployment.outcome_reason
+    split = platform.traffic()
+    assert (split.stable_version, split.canary_version, split.canary_weight) == ("1.0.0", None, 0)
+    assert requests.get(f"http://127.0.0.1:{shop.ports['production']}/api").json()["version"] == "1.0.0"

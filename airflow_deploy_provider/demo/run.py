@@ -152,7 +152,7 @@ def format_event(row: Any) -> str | None:
         decision = data.get("decision", "")
         number = int(data.get("number") or 0)
         if data.get("between_checks"):
-            return f"{task:<24} between checks: {', '.join(data.get('reasons', []))}  -> ROLLBACK"
+            return f"{task:<24} between checks: {data.get('breach')}  -> ROLLBACK"
         if verdict == "pass" and decision == "continue" and number % 5 and number != 1:
             return None  # passing checks: the first and every fifth, to show progress without flooding
         text = (f"{task:<24} check {data.get('number', '?'):>2}: error rate {value('error_rate', '%')}  "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_deploy_provider.operators.base import PlatformOperatorBase, check_choice, wait_for
 from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
@@ -411,6 +411,13 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
     def execute(self, context: Any) -> None:
         from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
 
+        deployment = self.ledger.get(self.deployment_id)
+        if deployment is not None and deployment.status == "rolled_back":
+            raise AirflowSkipException(f"already rolled back ({deployment.outcome_reason}); nothing to restore")
+        if self.get_platform().traffic().stable_version != self.version:
+            # One-failed also fires when the watch never ran because an earlier step failed: the new version
+            # never became stable, so there is nothing to undo here.
+            raise AirflowSkipException(f"{self.version} never became the stable version; nothing to restore")
         snapshots = self.ledger.events(self.deployment_id, kind="snapshot")
         if not snapshots:
             raise AirflowFailException("no snapshot of the previous state in the ledger; run the rollback DAG")
