@@ -232,8 +232,6 @@ class RollbackOperator(NotifyingMixin, PlatformOperatorBase):
 
 def rollback(op: Any, context: Any, reason: str | None) -> None:
     """Shared by :class:`RollbackOperator` and the gates: abort, record, announce."""
-    from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
-
     platform = op.get_platform()
     before = platform.traffic()
     platform.abort()
@@ -249,17 +247,25 @@ def rollback(op: Any, context: Any, reason: str | None) -> None:
         gate = next((e for e in reversed(op.ledger.events(op.deployment_id))
                      if e.kind in ("gate", "rollback") and e.data.get("decision") == "rollback"), None)
         reason = gate.message if gate is not None else "a step of the rollout failed"
-    op.record("rollback", f"rolled back {op.version}: traffic 100% to {after.stable_version}; {reason}",
-              data={"decision": "rollback", "before": before.to_dict(), "after": after.to_dict(), "reason": reason})
+    record_rollback(op, context, f"rolled back {op.version}: traffic 100% to {after.stable_version}; {reason}",
+                    reason, {"before": before.to_dict(), "after": after.to_dict()}, restored=after.stable_version)
+
+
+def record_rollback(op: Any, context: Any, message: str, reason: str, data: dict[str, Any],
+                    restored: str | None) -> None:
+    """Record a rollback in the ledger (event and outcome ``rolled_back``) and announce it once."""
+    from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
+
+    op.record("rollback", message, data={"decision": "rollback", "reason": reason, **data})
     deployment = op.ledger.finish_deployment(op.deployment_id, "rolled_back", reason)
-    message = DeploymentMessage(
+    announcement = DeploymentMessage(
         event="rollback", kind=deployment.kind, service=op.service, environment=op.environment, region=op.region,
-        version=op.version, previous_version=after.stable_version, who=deployment.triggered_by,
+        version=op.version, previous_version=restored or deployment.previous_version, who=deployment.triggered_by,
         duration_seconds=deployment.duration_seconds, reason=reason,
         run_url=run_url(deployment.dag_id, deployment.run_id),
-        details=[("Traffic", f"100% to {after.stable_version}")],
+        details=[("Traffic", f"100% to {restored}")] if restored else [],
     )
-    op.log.info("Rollback notification: %s", op.notify("rollback", message, context))
+    op.log.info("Rollback notification: %s", op.notify("rollback", announcement, context))
 
 
 class ScaleOperator(PlatformOperatorBase):
@@ -409,12 +415,11 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
         return "on failure: restore the snapshot taken before the rollout (previous version)"
 
     def execute(self, context: Any) -> None:
-        from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
-
         deployment = self.ledger.get(self.deployment_id)
         if deployment is not None and deployment.status == "rolled_back":
             raise AirflowSkipException(f"already rolled back ({deployment.outcome_reason}); nothing to restore")
-        if self.get_platform().traffic().stable_version != self.version:
+        platform = self.get_platform()
+        if platform.traffic().stable_version != self.version:
             # One-failed also fires when the watch never ran because an earlier step failed: the new version
             # never became stable, so there is nothing to undo here.
             raise AirflowSkipException(f"{self.version} never became the stable version; nothing to restore")
@@ -422,18 +427,12 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
         if not snapshots:
             raise AirflowFailException("no snapshot of the previous state in the ledger; run the rollback DAG")
         snapshot = snapshots[-1].data["snapshot"]
-        self.get_platform().restore(snapshot)
+        platform.restore(snapshot)
         reason = next((e.message for e in reversed(self.ledger.events(self.deployment_id, kind="gate"))
                        if e.data.get("decision") in ("rollback", "fail")), "the watch after the rollout failed")
-        self.record("rollback", f"restored the state before {self.version}: {reason}",
-                    data={"decision": "rollback", "snapshot": snapshot, "reason": reason})
-        deployment = self.ledger.finish_deployment(self.deployment_id, "rolled_back", reason)
-        message = DeploymentMessage(
-            event="rollback", kind=deployment.kind, service=self.service, environment=self.environment,
-            region=self.region, version=self.version, previous_version=deployment.previous_version,
-            who=deployment.triggered_by, duration_seconds=deployment.duration_seconds, reason=reason,
-            run_url=run_url(deployment.dag_id, deployment.run_id))
-        self.log.info("Rollback notification: %s", self.notify("rollback", message, context))
+        restored = (snapshot.get("stable") or {}).get("version")
+        record_rollback(self, context, f"restored the state before {self.version}: {reason}", reason,
+                        {"snapshot": snapshot}, restored=restored)
 
 
 class ResourceUsageOperator(PlatformOperatorBase):
