@@ -34,6 +34,7 @@ class GateMetric:
     max: float | None = None
     min: float | None = None
     query: str | None = None
+    max_ratio: float | None = None  # at most this many times the stable version's value
 
     def describe(self) -> str:
         unit = {"percent": "%", "ms": "ms"}.get(self.unit, "")
@@ -42,6 +43,8 @@ class GateMetric:
             bounds.append(f"<= {self.max:g}{unit}")
         if self.min is not None:
             bounds.append(f">= {self.min:g}{unit}")
+        if self.max_ratio is not None:
+            bounds.append(f"<= {self.max_ratio:g}x stable")
         return f"{self.name} {' and '.join(bounds)}"
 
 
@@ -95,9 +98,11 @@ class CheckOutcome:
 
 
 def evaluate_check(number: int, readings: dict[str, MetricReading], metrics: list[GateMetric],
-                   conditions: list[GateCondition], min_requests: int) -> CheckOutcome:
-    """Decide one check from its readings. A check on too little traffic is inconclusive: neither a pass nor
-    a breach (a breach measured on a handful of requests is noise), but it counts as a failed check."""
+                   conditions: list[GateCondition], min_requests: int,
+                   stable: dict[str, MetricReading] | None = None) -> CheckOutcome:
+    """Decide one check from its readings (``stable``: the stable version's readings of the same window, for
+    relative bounds). A check on too little traffic is inconclusive: neither a pass nor a breach (a breach
+    measured on a handful of requests is noise), but it counts as a failed check."""
     outcome = CheckOutcome(number=number, passed=True, readings={n: asdict(r) for n, r in readings.items()})
     samples = [r.sample_size for r in readings.values() if r.sample_size is not None]
     outcome.requests = min(samples) if samples else None
@@ -127,6 +132,17 @@ def evaluate_check(number: int, readings: dict[str, MetricReading], metrics: lis
         if metric.min is not None and reading.value < metric.min:
             outcome.passed = False
             outcome.reasons.append(f"{metric.name} = {reading.value:g} below min {metric.min:g}")
+        if metric.max_ratio is not None and stable is not None:  # None: no stable version (first deployment)
+            base = stable.get(metric.name)
+            if base is None or base.value is None:
+                outcome.passed = False
+                outcome.reasons.append(f"{metric.name}: no stable value to compare with")
+            elif base.value > 0 and reading.value > metric.max_ratio * base.value:
+                outcome.passed = False
+                outcome.reasons.append(f"{metric.name} = {reading.value:g} above {metric.max_ratio:g}x stable "
+                                       f"({base.value:g})")
+            if base is not None and base.value is not None:
+                outcome.readings[f"stable:{metric.name}"] = asdict(base)
     return outcome
 
 

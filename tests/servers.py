@@ -67,3 +67,58 @@ class PostgresServer:
         subprocess.run([*self._prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrometheusServer:
+    """A Prometheus server (the Debian package's binary) on loopback, serving series backfilled from an
+    OpenMetrics text with ``promtool tsdb create-blocks-from openmetrics`` before it starts."""
+
+    def __init__(self, openmetrics: str) -> None:
+        import time
+
+        import requests
+
+        binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
+        if not binary or not promtool:
+            raise RuntimeError("prometheus and promtool are not installed; run .ci/run (apt package prometheus)")
+        self.dir = Path(tempfile.mkdtemp(prefix="adp-prom-"))
+        self.port = free_port()
+        source = self.dir / "series.om"
+        source.write_text(openmetrics if openmetrics.endswith("# EOF\n") else openmetrics + "# EOF\n")
+        subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.dir / "data")],
+                       check=True, capture_output=True)
+        (self.dir / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+        self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1y"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"prometheus did not start: {(self.dir / 'server.log').read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connection_uri(self) -> str:
+        """An Airflow HTTP connection to this server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -14,7 +14,8 @@ SERVICE = {
     "service.yaml": textwrap.dedent("""\
         service: web
         platform:
-          type: kubernetes
+          type: ecs
+          cluster: shop
         notifications:
           slack:
             connection: slack_test
@@ -73,7 +74,7 @@ def test_task_log_names_the_missing_platform(web_dags, slack, ledger, capfd):
     dag = web_dags.dags["deploy_web_development"]
     dag.test(run_conf={"commit": "4f2c9ab00d"})
     out, err = capfd.readouterr()
-    assert "deployments on platform 'kubernetes' are not implemented" in out + err
+    assert "deployments on platform 'ecs' are not implemented" in out + err
 
 
 def test_params_are_validated(web_dags):

@@ -183,7 +183,8 @@ def test_snapshot_and_restore(platform):
     assert snap["stable"]["version"] == "1.0" and "pid" not in json.dumps(snap)
     platform.deploy(spec("2.0"), "stable")
     wait_ready(platform, "stable", "2.0")
-    platform.restore(snap)
+    assert platform.restore(snap) is False  # a rolling update back to 1.0: the caller waits for it
+    wait_ready(platform, "stable", "1.0")
     assert platform.traffic().stable_version == "1.0"
     assert requests.get(platform.endpoint() + "/").json()["version"] == "1.0"
 

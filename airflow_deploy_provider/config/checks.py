@@ -242,8 +242,8 @@ def metric_check_findings(metrics: list[tuple[int, MetricCheck]], service: Servi
                           f"canary.analysis.metrics[{first[check.name]}]); merge its bounds into one entry",
                           "metric-duplicate")
         first.setdefault(check.name, i)
-        if check.max is None and check.min is None:
-            yield Finding(loc, f"metric '{check.name}' needs 'max' or 'min' (its healthy bound)",
+        if check.max is None and check.min is None and check.max_ratio is None:
+            yield Finding(loc, f"metric '{check.name}' needs 'max', 'min' or 'maxRatio' (its healthy bound)",
                           "metric-bound-missing")
         for bound in ("max", "min"):
             threshold: Threshold | None = getattr(check, bound)
@@ -428,6 +428,17 @@ def _approvals(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
     for severity in ("critical", "major"):
         yield from safely(_approval_policy, getattr(svc.approvals.hotfix, severity),
                           ("approvals", "hotfix", severity), f"{severity} hotfix", partial=True)
+
+
+@_service_check
+def _kubernetes_secrets(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    if svc.platform.type != "kubernetes":
+        return
+    for i, secret in enumerate(svc.platform.secrets):
+        for key, value in secret.data.items():
+            if (value.connection is None) == (value.variable is None):
+                yield Finding(("platform", "secrets", i, "data", key), f"secret value '{key}' needs exactly one of "
+                              "'connection' or 'variable'", "secret-source")
 
 
 @_service_check

@@ -281,6 +281,9 @@ class MetricCheck(DeployModel):
     """Highest healthy value, in the metric's unit (``error_rate``: percent; ``latency_*``: milliseconds)."""
     min: ThresholdValue | None = None
     """Lowest healthy value, in the metric's unit (``availability``: percent)."""
+    max_ratio: float | None = Field(None, gt=0)
+    """Relative bound: the canary's value at most this many times the stable version's over the same window
+    (``1.5``: error rate at most 1.5x stable's). Skipped while stable's value is zero."""
 
 
 class Analysis(DeployModel):
@@ -449,13 +452,57 @@ class MultiRegionFile(DeployModel):
 
 
 class GatewayRouter(DeployModel):
-    """How traffic is split on Kubernetes."""
+    """How traffic is split between the stable and the canary pods on Kubernetes."""
 
     type: Literal["gateway-api", "istio", "nginx", "replicas"] = "replicas"
-    """``gateway-api`` (HTTPRoute weights), ``istio`` (VirtualService weights), ``nginx`` (ingress canary
-    annotations) or ``replicas`` (replica ratio, no mesh needed)."""
+    """``gateway-api`` (HTTPRoute backend weights), ``istio`` (VirtualService route weights), ``nginx`` (ingress
+    canary annotations) or ``replicas`` (replica ratio behind one Service, no mesh needed)."""
     name: str | None = None
-    """Name of the HTTPRoute, VirtualService or Ingress. Default: the service name."""
+    """Name of the HTTPRoute, VirtualService or (stable) Ingress. Default: the service name."""
+    stable_service: str | None = None
+    """Service selecting the stable pods, a backend of the router. Default: ``<service>-stable``."""
+    canary_service: str | None = None
+    """Service selecting the canary pods, a backend of the router. Default: ``<service>-canary``."""
+
+
+class SecretValue(DeployModel):
+    """Where a secret value comes from: a field of an Airflow connection or an Airflow variable."""
+
+    connection: ConnId | None = None
+    """Connection id."""
+    field: Literal["password", "login", "host", "schema", "port", "uri", "extra"] = "password"
+    """Field of the connection."""
+    variable: str | None = None
+    """Variable key (instead of a connection)."""
+
+
+class ConfigMapSpec(DeployModel):
+    """A ConfigMap applied with each deployment."""
+
+    name: str
+    """ConfigMap name."""
+    data: dict[str, str] = Field(default_factory=dict)
+    """Its data."""
+
+
+class SecretSpec(DeployModel):
+    """A Secret applied with each deployment; values are read on the worker, never written to YAML or logs."""
+
+    name: str
+    """Secret name."""
+    data: dict[str, SecretValue] = Field(default_factory=dict)
+    """Keys and where each value comes from."""
+
+
+class Endpoints(DeployModel):
+    """Addresses the worker uses for health checks and tests. Default: cluster DNS of the Services."""
+
+    live: str | None = None
+    """URL of the service as users reach it."""
+    stable: str | None = None
+    """URL reaching only the stable pods."""
+    canary: str | None = None
+    """URL reaching only the canary (green) pods."""
 
 
 class LocalPlatform(DeployModel):
@@ -487,10 +534,23 @@ class KubernetesPlatform(DeployModel):
     """Deployment name. Default: the service name."""
     container: str | None = None
     """Container whose image is updated. Default: the service name."""
+    container_port: int = Field(8080, ge=1, le=65535)
+    """Port of the container (for Deployments and Services the provider creates, and probes)."""
+    service: str | None = None
+    """Service in front of the pods: blue-green switches its selector; the ``replicas`` router shares it.
+    Default: the service name."""
     router: GatewayRouter = Field(default_factory=GatewayRouter)
-    """Traffic router."""
-    config_maps: list[str] = Field(default_factory=list)
+    """Traffic router for canaries."""
+    autoscaler: str | None = None
+    """HorizontalPodAutoscaler paused during rollouts. Default: the Deployment's name (none if absent)."""
+    config_maps: list[ConfigMapSpec] = Field(default_factory=list)
     """ConfigMaps applied with the deployment."""
+    secrets: list[SecretSpec] = Field(default_factory=list)
+    """Secrets applied with the deployment (values from Airflow connections or variables)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels on the objects the provider creates."""
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    """URLs for health checks and tests, when the worker does not run in the cluster."""
 
 
 class EcsPlatform(DeployModel):
@@ -549,7 +609,14 @@ class Metrics(DeployModel):
     connection: ConnId | None = None
     """Connection of the provider (HTTP connection for Prometheus, AWS connection for CloudWatch)."""
     labels: dict[str, str] = Field(default_factory=dict)
-    """Label names used by the default Prometheus queries (``service``, ``version``, ``status``, ``le``)."""
+    """Label names used by the default Prometheus queries, by role: ``service``, ``version``, ``code``
+    (status code), ``namespace``. Default: the same names."""
+    series: dict[Literal["requests", "duration"], str] = Field(default_factory=dict)
+    """Series used by the default Prometheus queries: ``requests`` (counter, default
+    ``http_requests_total``) and ``duration`` (histogram in seconds, default ``http_request_duration_seconds``)."""
+    min_window: Duration = timedelta(minutes=1)
+    """Shortest window a Prometheus or CloudWatch query covers (``rate()`` needs several samples); a gate
+    interval shorter than this is measured over this window."""
     queries: dict[MetricName, str] = Field(default_factory=dict)
     """Replacement queries for built-in metrics, by metric name."""
     custom: list[CustomMetric] = Field(default_factory=list)

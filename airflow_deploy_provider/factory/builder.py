@@ -81,6 +81,8 @@ class ServiceDagBuilder:
     def _platform_settings(self) -> dict[str, Any]:
         settings = self.svc.platform.model_dump(mode="json", by_alias=False)
         settings["service_root"] = str(self.config.root)
+        if self.env is not None:
+            settings["strategy"] = self.env.strategy  # blue-green switches a selector instead of weights
         if self.region is not None and self.config.multi_region is not None:
             region = next(r for r in self.config.multi_region.regions if r.name == self.region)
             if region.connection:
@@ -98,10 +100,16 @@ class ServiceDagBuilder:
         """Arguments of tasks that wait (rollouts, gates, health checks)."""
         return {**self.on_platform(), "deferrable": self.deferrable}
 
+    def gating(self) -> dict[str, Any]:
+        """Arguments of metric gates: the version under test and the stable one, for relative bounds."""
+        return {**self.waiting(), "version": self.release("version"),
+                "stable_version": self.release("previous_version")}
+
     @cached_property
     def _metrics_settings(self) -> dict[str, Any]:
         metrics = self.svc.metrics
         return {"provider": self.svc.metric_provider, "connection": metrics.connection, "labels": metrics.labels,
+                "series": metrics.series, "min_window": metrics.min_window.total_seconds(),
                 "queries": metrics.queries, "platform": self._platform_settings,
                 "namespace": self._platform_settings.get("namespace") or self.environment}
 
@@ -131,7 +139,9 @@ class ServiceDagBuilder:
         custom = next((c for c in self.svc.metrics.custom if c.name == name), None)
         return custom.query if custom else None
 
-    def gate_metrics(self) -> list[dict[str, Any]]:
+    def gate_metrics(self, relative: bool = True) -> list[dict[str, Any]]:
+        """Gate metrics of the canary analysis; ``relative=False`` drops bounds relative to the stable version
+        (after a promotion there is no other version to compare with)."""
         env = self.env
         if env is None or env.canary is None:
             return []
@@ -141,7 +151,7 @@ class ServiceDagBuilder:
             out.append({"name": check.name, "unit": info.unit,
                         "max": check.max.value(info.unit) if check.max is not None else None,
                         "min": check.min.value(info.unit) if check.min is not None else None,
-                        "query": self.metric_query(check.name)})
+                        "max_ratio": check.max_ratio if relative else None, "query": self.metric_query(check.name)})
         return out
 
     def gate_conditions(self, conditions: Iterable[Condition] | None = None) -> list[dict[str, Any]]:
@@ -181,6 +191,10 @@ class ServiceDagBuilder:
             return {}
         return {"path": hc.path, "initial_delay": hc.initial_delay.total_seconds(), "timeout": hc.timeout.total_seconds(),
                 "interval": hc.interval.total_seconds(), "failure_threshold": hc.failure_threshold}
+
+    def rolling(self) -> dict[str, Any] | None:
+        rolling = self.env.rolling if self.env is not None else None
+        return rolling.model_dump(mode="json") if rolling is not None else None
 
     def resources(self) -> dict[str, Any] | None:
         res = self.env.resources if self.env is not None else None
@@ -292,7 +306,15 @@ class ServiceDagBuilder:
             task_id=task_id, **self.on_platform(), role=role, version=self.release("version"),
             image=self.release("image"), replicas=replicas or env.replicas,
             strategy=env.strategy, replica_resources=self.resources(), health_check=self.health,
-            progress_deadline=env.progress_deadline.total_seconds(), retries=2, retry_delay=timedelta(seconds=10))
+            progress_deadline=env.progress_deadline.total_seconds(), rolling=self.rolling(), retries=2,
+            retry_delay=timedelta(seconds=10))
+
+    def promote(self, task_id: str) -> PromoteVersionOperator:
+        env = self.env
+        assert env is not None
+        return PromoteVersionOperator(task_id=task_id, **self.waiting(), version=self.release("version"),
+                                      progress_deadline=env.progress_deadline.total_seconds(), retries=2,
+                                      retry_delay=timedelta(seconds=10))
 
     def _wait(self, role: str, task_id: str) -> WaitForRolloutOperator:
         env = self.env
@@ -328,8 +350,7 @@ class ServiceDagBuilder:
             interval=min(BLUEGREEN_INTERVAL, switch_settings.test_duration), duration=switch_settings.test_duration,
             min_requests=0, failure_limit=1, budget="bluegreen", metrics_provider=self.metrics_settings(),
             rollback_on_failure=switch_settings.rollback_on_error, notification=self.notification())
-        retire = PromoteVersionOperator(task_id="retire_blue", **self.on_platform(), version=self.release("version"),
-                                        retries=2, retry_delay=timedelta(seconds=10))
+        retire = self.promote("retire_blue")
         _chain(deploy, wait, *tests, switch, watch, retire)
         if switch_settings.rollback_on_error:
             back = RollbackOperator(task_id="switch_back_to_blue", **self.on_platform(), version=self.release("version"),
@@ -348,13 +369,12 @@ class ServiceDagBuilder:
         conditions = self.gate_conditions()
         for i, step in enumerate(env.canary.steps, start=1):
             chain_tasks.append(CanaryStepOperator(
-                task_id=f"step_{i}_{step.weight}pct", **self.waiting(), weight=step.weight, pause=step.pause,
-                version=self.release("version"), metrics=metrics, conditions=conditions, interval=analysis.interval,
+                task_id=f"step_{i}_{step.weight}pct", **self.gating(), weight=step.weight, pause=step.pause,
+                metrics=metrics, conditions=conditions, interval=analysis.interval,
                 min_requests=analysis.min_requests, failure_limit=analysis.threshold,
                 metrics_provider=self.metrics_settings(), rollback_on_failure=self.auto_rollback,
                 notification=self.notification(), retries=1, retry_delay=timedelta(seconds=5)))
-        promote = PromoteVersionOperator(task_id="terminate_old_version", **self.on_platform(),
-                                         version=self.release("version"), retries=2, retry_delay=timedelta(seconds=10))
+        promote = self.promote("terminate_old_version")
         update_lb = VerifyTrafficOperator(task_id="update_load_balancer", **self.on_platform(),
                                           version=self.release("version"), retries=3, retry_delay=timedelta(seconds=5))
         _chain(*chain_tasks, promote, update_lb)

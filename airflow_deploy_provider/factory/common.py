@@ -25,7 +25,7 @@ def health_check(b: ServiceDagBuilder, role: str | None, task_id: str = "health_
     hc = b.env.health_check if b.env is not None else None
     return HealthCheckOperator(
         task_id=task_id, **b.waiting(), role=role, path=hc.path if hc else "/health",
-        retries=10, delay=hc.interval.total_seconds() if hc else 5.0,
+        attempts=10, delay=hc.interval.total_seconds() if hc else 5.0,
         timeout=hc.timeout.total_seconds() if hc else 5.0, version=b.release("version"))
 
 

@@ -21,7 +21,6 @@ from airflow_deploy_provider.factory.builder import (
 from airflow_deploy_provider.factory.common import approval_task
 from airflow_deploy_provider.factory.production import monitoring_tasks
 from airflow_deploy_provider.operators.deploy import (
-    PromoteVersionOperator,
     RollbackOperator,
     SnapshotOperator,
 )
@@ -66,13 +65,13 @@ def build(b: ServiceDagBuilder) -> DAG:
             metrics = b.gate_metrics() or b.metrics_from_conditions(conditions or b.gate_conditions(
                 b.svc.rollback.conditions))
             validate = CanaryStepOperator(
-                task_id="validate_one_replica", **b.waiting(), weight=share, pause=settings.stability_period,
-                version=b.release("version"), metrics=metrics, conditions=conditions,
+                task_id="validate_one_replica", **b.gating(), weight=share, pause=settings.stability_period,
+                metrics=metrics, conditions=conditions,
                 interval=analysis.interval if analysis else min(timedelta(minutes=1), settings.stability_period),
                 min_requests=analysis.min_requests if analysis else 0,
                 failure_limit=analysis.threshold if analysis else 1, metrics_provider=b.metrics_settings(),
                 rollback_on_failure=True, notification=b.notification())
-            promote = PromoteVersionOperator(task_id="deploy_to_all", **b.on_platform(), version=b.release("version"))
+            promote = b.promote("deploy_to_all")
             wait_all = b._wait("stable", "wait_all_ready")
             rollback = RollbackOperator(task_id="rollback", **b.on_platform(), version=b.release("version"),
                                         notification=b.notification(), trigger_rule=TriggerRule.ONE_FAILED)

@@ -58,7 +58,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                         tasks.append(MetricGateOperator(
                             task_id="observe", service=b.name, environment="production", region=region.name,
                             ledger_conn_id=b.ledger_conn_id, platform=b.platform_settings(), deferrable=b.deferrable,
-                            version="{{ params.version }}", metrics=b.gate_metrics() or b.metrics_from_conditions(
+                            version="{{ params.version }}", metrics=b.gate_metrics(relative=False) or b.metrics_from_conditions(
                                 conditions), conditions=conditions,
                             interval=env.canary.analysis.interval if env.canary else region.wait_time / 10,
                             duration=region.wait_time, min_requests=env.canary.analysis.min_requests

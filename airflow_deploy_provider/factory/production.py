@@ -180,7 +180,7 @@ def monitoring_tasks(b: ServiceDagBuilder, duration: timedelta | None = None) ->
     tasks: list[Any] = []
     if duration.total_seconds() > 0:
         conditions = b.gate_conditions()
-        metrics = b.gate_metrics() or b.metrics_from_conditions(conditions)
+        metrics = b.gate_metrics(relative=False) or b.metrics_from_conditions(conditions)
         interval = env.canary.analysis.interval if env.canary is not None else min(duration, duration / 10)
         watch = MetricGateOperator(
             task_id="watch_metrics", **b.waiting(), version=b.release("version"), metrics=metrics,
@@ -190,8 +190,9 @@ def monitoring_tasks(b: ServiceDagBuilder, duration: timedelta | None = None) ->
             metrics_provider=b.metrics_settings(), rollback_on_failure=False, notification=b.notification())
         tasks.append(watch)
         if b.auto_rollback:
-            restore = RestoreSnapshotOperator(task_id="restore_previous_version", **b.on_platform(),
+            restore = RestoreSnapshotOperator(task_id="restore_previous_version", **b.waiting(),
                                               version=b.release("version"), notification=b.notification(),
+                                              progress_deadline=env.progress_deadline.total_seconds(),
                                               trigger_rule=TriggerRule.ONE_FAILED)
             watch >> restore
         business = [c for c in b.svc.metrics.custom if c.business]

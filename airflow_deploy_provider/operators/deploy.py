@@ -42,6 +42,7 @@ class DeployVersionOperator(PlatformOperatorBase):
     :param replica_resources: per-replica limits and requests, Kubernetes style.
     :param health_check: ``path``, ``initial_delay``, ``timeout``, ``interval``, ``failure_threshold``.
     :param progress_deadline: seconds the rollout may take.
+    :param rolling: ``max_surge`` and ``max_unavailable`` of a rolling update (counts or percents).
     """
 
     template_fields: Sequence[str] = ("deployment_id", "version", "image")
@@ -51,7 +52,7 @@ class DeployVersionOperator(PlatformOperatorBase):
     def __init__(self, *, role: str = "stable", version: str, image: str, replicas: int = 1,
                  strategy: str = "recreate", replica_resources: dict[str, Any] | None = None,
                  health_check: dict[str, Any] | None = None, progress_deadline: float = 600.0,
-                 **kwargs: Any) -> None:
+                 rolling: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_choice(self.task_id, "role", role, ROLES)
         check_choice(self.task_id, "strategy", strategy, STRATEGIES)
@@ -65,6 +66,7 @@ class DeployVersionOperator(PlatformOperatorBase):
         self.replica_resources = replica_resources
         self.health_check = health_check_spec(health_check)
         self.progress_deadline = float(progress_deadline)
+        self.rolling = rolling
 
     def describe(self) -> str:
         what = {"stable": f"{self.strategy} update of the stable version", "canary": "new version beside stable"}
@@ -73,7 +75,7 @@ class DeployVersionOperator(PlatformOperatorBase):
     def spec(self) -> WorkloadSpec:
         return WorkloadSpec(version=self.version, image=self.image, replicas=self.replicas, strategy=self.strategy,
                             resources=self.replica_resources, health_check=self.health_check,
-                            progress_deadline=self.progress_deadline)
+                            progress_deadline=self.progress_deadline, rolling=self.rolling)
 
     def execute(self, context: Any) -> None:
         platform = self.get_platform()
@@ -117,45 +119,70 @@ class WaitForRolloutOperator(PlatformOperatorBase):
                f"{int(self.progress_deadline)}s)"
 
     def execute(self, context: Any) -> None:
-        from airflow_deploy_provider.triggers.rollout import RolloutStatusTrigger
-
         self.get_platform()  # fail fast, on the worker, when the platform is not available
-        trigger = RolloutStatusTrigger(
-            platform=self.platform, service=self.service, environment=self.environment, region=self.region,
-            role=self.role, version=self.version, deadline=time.time() + self.progress_deadline,
-            poll_interval=self.poll_interval, end_task=self.deferrable,
-            ledger={"deployment_id": self.deployment_id, "ledger_conn_id": self.ledger_conn_id, "task_id": self.task_id},
-        )
-        return wait_for(self, trigger, "execute_complete", context, timedelta(seconds=self.progress_deadline + 120),
-                        self.deferrable)
+        return wait_for_rollout(self, context, self.role, self.version, self.progress_deadline, "execute_complete",
+                                end_task=self.deferrable, poll_interval=self.poll_interval)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | str) -> None:
         if event == "success":  # the trigger recorded readiness and ended the task
             return
-        assert isinstance(event, dict)
-        status = event.get("status") or {}
-        if event.get("state") != "ready":
-            reason = status.get("reason") or event.get("state")
-            message = f"{self.role} rollout of {self.version} failed: {reason}: {status.get('message', '')}".rstrip(": ")
-            self.record("deploy", message, data={"role": self.role, "status": status, "state": event.get("state")})
-            raise AirflowException(message)
+        check_rollout(self, self.role, self.version, event)
+
+
+def wait_for_rollout(op: Any, context: Any, role: str, version: str, progress_deadline: float, method_name: str,
+                     end_task: bool = False, poll_interval: float = 2.0) -> Any:
+    """Wait in a :class:`RolloutStatusTrigger` until ``role`` runs ``version`` ready, then resume the task in
+    ``method_name`` (or end it from the trigger with ``end_task``)."""
+    from airflow_deploy_provider.triggers.rollout import RolloutStatusTrigger
+
+    deferrable = getattr(op, "deferrable", True)
+    trigger = RolloutStatusTrigger(
+        platform=op.platform, service=op.service, environment=op.environment, region=op.region, role=role,
+        version=version, deadline=time.time() + progress_deadline, poll_interval=poll_interval,
+        end_task=end_task and deferrable,
+        ledger={"deployment_id": op.deployment_id, "ledger_conn_id": op.ledger_conn_id, "task_id": op.task_id},
+    )
+    return wait_for(op, trigger, method_name, context, timedelta(seconds=progress_deadline + 120), deferrable)
+
+
+def check_rollout(op: Any, role: str, version: str, event: dict[str, Any] | str) -> None:
+    """Fail with the platform's reason (``ImagePullBackOff``, ``ProgressDeadlineExceeded``, ...) unless the
+    rollout event says ready."""
+    if event == "success":
+        return
+    assert isinstance(event, dict)
+    status = event.get("status") or {}
+    if event.get("state") != "ready":
+        reason = status.get("reason") or event.get("state")
+        message = f"{role} rollout of {version} failed: {reason}: {status.get('message', '')}".rstrip(": ")
+        op.record("deploy", message, data={"role": role, "status": status, "state": event.get("state"),
+                                           "reason": reason})
+        raise AirflowException(message)
 
 
 class PromoteVersionOperator(PlatformOperatorBase):
     """
     Completes a rollout: the new version becomes the stable one, takes all traffic, and the old version's
-    replicas are terminated.
+    replicas are terminated. Where the platform updates stable in place (Kubernetes), the task waits in a
+    trigger for that rollout, then moves traffic back to stable and removes the canary.
+
+    Template fields: ``deployment_id``, ``version``.
 
     :param version: the version being promoted (templated), checked against what the platform runs.
+    :param progress_deadline: seconds the stable rollout may take.
+    :param deferrable: wait in a trigger (default).
     """
 
     template_fields: Sequence[str] = ("deployment_id", "version")
     ui_color = "#ceead6"
     expected_duration = timedelta(seconds=10)
 
-    def __init__(self, *, version: str, **kwargs: Any) -> None:
+    def __init__(self, *, version: str, progress_deadline: float = 600.0, deferrable: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
+        self.progress_deadline = float(progress_deadline)
+        self.deferrable = deferrable
 
     def describe(self) -> str:
         return "make the new version stable and terminate the old version's replicas"
@@ -169,7 +196,19 @@ class PromoteVersionOperator(PlatformOperatorBase):
         if split.canary_version != self.version:
             raise AirflowFailException(f"cannot promote {self.version}: the platform's canary runs "
                                        f"{split.canary_version!r} (stable {split.stable_version!r})")
-        platform.promote()
+        if platform.promote() is False:
+            self.log.info("stable is rolling out %s; waiting for it before traffic moves back", self.version)
+            return wait_for_rollout(self, context, "stable", self.version, self.progress_deadline,
+                                    "execute_complete")
+        self._done(platform)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | str) -> None:
+        check_rollout(self, "stable", self.version, event)
+        platform = self.get_platform()
+        platform.complete_promotion()
+        self._done(platform)
+
+    def _done(self, platform: Any) -> None:
         after = platform.traffic()
         self.record("traffic", f"promoted {self.version}: stable now runs it with 100% of traffic",
                     data={"traffic": after.to_dict()})
@@ -244,9 +283,12 @@ def rollback(op: Any, context: Any, reason: str | None) -> None:
     if after.canary_weight != 0:
         raise AirflowException(f"rollback did not restore traffic: canary still gets {after.canary_weight}%")
     if reason is None:
-        gate = next((e for e in reversed(op.ledger.events(op.deployment_id))
-                     if e.kind in ("gate", "rollback") and e.data.get("decision") == "rollback"), None)
-        reason = gate.message if gate is not None else "a step of the rollout failed"
+        # The latest failure recorded by a step: a gate's rollback decision or a rollout that failed with the
+        # platform's reason (ImagePullBackOff, ProgressDeadlineExceeded, ...).
+        failure = next((e for e in reversed(op.ledger.events(op.deployment_id))
+                        if (e.kind in ("gate", "rollback") and e.data.get("decision") == "rollback")
+                        or (e.kind == "deploy" and e.data.get("state") in ("failed", "deadline"))), None)
+        reason = failure.message if failure is not None else "a step of the rollout failed"
     record_rollback(op, context, f"rolled back {op.version}: traffic 100% to {after.stable_version}; {reason}",
                     reason, {"before": before.to_dict(), "after": after.to_dict()}, restored=after.stable_version)
 
@@ -400,16 +442,21 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
 
     :param version: the version being rolled back (templated).
     :param notification: where to announce it.
+    :param progress_deadline: seconds the restored version's rollout may take.
+    :param deferrable: wait for that rollout in a trigger (default).
     """
 
     template_fields: Sequence[str] = ("deployment_id", "version")
     ui_color = "#fad2cf"
     expected_duration = timedelta(seconds=30)
 
-    def __init__(self, *, version: str, notification: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, version: str, notification: dict[str, Any] | None = None,
+                 progress_deadline: float = 600.0, deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.notification = notification
+        self.progress_deadline = float(progress_deadline)
+        self.deferrable = deferrable
 
     def describe(self) -> str:
         return "on failure: restore the snapshot taken before the rollout (previous version)"
@@ -419,7 +466,8 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
         if deployment is not None and deployment.status == "rolled_back":
             raise AirflowSkipException(f"already rolled back ({deployment.outcome_reason}); nothing to restore")
         platform = self.get_platform()
-        if platform.traffic().stable_version != self.version:
+        started = self.ledger.events(self.deployment_id, kind="restore")
+        if not started and platform.traffic().stable_version != self.version:
             # One-failed also fires when the watch never ran because an earlier step failed: the new version
             # never became stable, so there is nothing to undo here.
             raise AirflowSkipException(f"{self.version} never became the stable version; nothing to restore")
@@ -427,7 +475,21 @@ class RestoreSnapshotOperator(NotifyingMixin, PlatformOperatorBase):
         if not snapshots:
             raise AirflowFailException("no snapshot of the previous state in the ledger; run the rollback DAG")
         snapshot = snapshots[-1].data["snapshot"]
-        platform.restore(snapshot)
+        restored = (snapshot.get("stable") or {}).get("version")
+        if not started:
+            self.record("restore", f"restoring the state before {self.version} (stable {restored})",
+                        data={"version": restored})
+        if platform.restore(snapshot) is False and restored:
+            return wait_for_rollout(self, context, "stable", restored, self.progress_deadline, "execute_complete")
+        self._done(context, snapshot)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | str) -> None:
+        snapshots = self.ledger.events(self.deployment_id, kind="snapshot")
+        snapshot = snapshots[-1].data["snapshot"]
+        check_rollout(self, "stable", (snapshot.get("stable") or {}).get("version") or "", event)
+        self._done(context, snapshot)
+
+    def _done(self, context: Any, snapshot: dict[str, Any]) -> None:
         reason = next((e.message for e in reversed(self.ledger.events(self.deployment_id, kind="gate"))
                        if e.data.get("decision") in ("rollback", "fail")), "the watch after the rollout failed")
         restored = (snapshot.get("stable") or {}).get("version")

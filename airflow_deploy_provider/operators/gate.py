@@ -35,7 +35,8 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     Template fields: ``deployment_id``, ``version``.
 
     :param version: the version under test (templated).
-    :param metrics: gate metrics: ``name``, ``unit``, ``max``, ``min``, ``query``.
+    :param stable_version: the stable version, for relative bounds (templated).
+    :param metrics: gate metrics: ``name``, ``unit``, ``max``, ``min``, ``max_ratio``, ``query``.
     :param conditions: rollback conditions: ``text``, ``metric``, ``op``, ``threshold``, ``unit``, ``query``.
     :param interval: time between checks.
     :param duration: how long to watch.
@@ -48,13 +49,14 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     :param deferrable: wait in a trigger (default); ``False`` holds a worker slot while watching.
     """
 
-    template_fields: Sequence[str] = ("deployment_id", "version")
+    template_fields: Sequence[str] = ("deployment_id", "version", "stable_version")
     ui_color = "#e6d5f5"
 
     def __init__(
         self,
         *,
         version: str,
+        stable_version: str | None = None,
         metrics: list[dict[str, Any]],
         conditions: list[dict[str, Any]] | None = None,
         interval: timedelta | float = timedelta(minutes=1),
@@ -71,6 +73,7 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         super().__init__(**kwargs)
         self.deferrable = deferrable
         self.version = version
+        self.stable_version = stable_version
         self.metrics = [GateMetric(**m).__dict__ for m in metrics]  # validates the shape at parse time
         self.conditions = [GateCondition(**c).__dict__ for c in conditions or []]
         self.interval = _seconds(interval)
@@ -120,7 +123,8 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         trigger = MetricGateTrigger(
             gate=gate,
             query={"service": self.service, "environment": self.environment, "region": self.region,
-                   "version": self.version},
+                   "version": self.version, "stable_version": None if self.stable_version in (None, "", "None")
+                   else self.stable_version},
             provider=self.metrics_provider, deployment_id=self.deployment_id,
             ledger_conn_id=self.ledger_conn_id, label=self.task_id,
             abort_platform=self.platform if self.rollback_on_failure else None, end_task=self.deferrable,
@@ -161,7 +165,7 @@ class CanaryStepOperator(MetricGateOperator):
     One step of a progressive canary: sends ``weight`` percent of traffic to the new version (read back from
     the router), then runs the metric gate for the step's pause. The last step (100) has no pause.
 
-    Template fields: ``deployment_id``, ``version``.
+    Template fields: ``deployment_id``, ``version``, ``stable_version``.
 
     :param weight: percent of traffic for the new version, 1-100.
     :param pause: how long the gate watches this step; ``None`` for no watch.
@@ -191,11 +195,14 @@ class CanaryStepOperator(MetricGateOperator):
             # new version before it is promoted.
             self.record("traffic", f"first deployment: {self.version} takes all traffic (step {self.weight}%)",
                         data={"weight": self.weight, "first_deployment": True, **split.to_dict()})
-        elif split.canary_weight != self.weight:
+        elif abs(split.canary_weight - self.weight) >= max(1, split.granularity):
             raise AirflowException(f"router reports {split.canary_weight}% to {split.canary_version!r} after "
                                    f"setting {self.weight}%")
         else:
-            self.record("traffic", f"{self.weight}% of traffic to {self.version}, {split.stable_weight}% to "
+            # A router moving whole pods (the replica ratio) gets as close as its granularity allows.
+            actual = "" if split.canary_weight == self.weight else \
+                f" (effective {split.canary_weight}%: the router moves in steps of {split.granularity}%)"
+            self.record("traffic", f"{self.weight}% of traffic to {self.version}{actual}, {split.stable_weight}% to "
                         f"{split.stable_version}", data={"weight": self.weight, **split.to_dict()})
         if not self.duration:
             return {"weight": self.weight}

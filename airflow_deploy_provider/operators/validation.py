@@ -23,7 +23,7 @@ from airflow_deploy_provider.registry import NotImplementedForPlatform
 
 class HealthCheckOperator(PlatformOperatorBase):
     """
-    The spec's ``health_check.py``: ``GET <path>`` must answer 200 with a JSON body, retried ``retries`` times
+    The spec's ``health_check.py``: ``GET <path>`` must answer 200 with a JSON body, tried ``attempts`` times
     ``delay`` apart, and ``GET <metrics_path>`` must expose ``deployment_version``. When ``version`` is given the
     exposed version must match it. Retries wait in a trigger.
 
@@ -32,7 +32,7 @@ class HealthCheckOperator(PlatformOperatorBase):
     :param role: which replicas to probe: ``canary``, ``stable``, or ``None`` for the service's entry point.
     :param path: health path.
     :param metrics_path: metrics path.
-    :param retries: attempts.
+    :param attempts: tries of the check (inside one task try; ``retries`` stays Airflow's task retries).
     :param delay: seconds between attempts.
     :param timeout: seconds per request.
     :param version: expected version (templated), or empty to skip that check.
@@ -43,7 +43,7 @@ class HealthCheckOperator(PlatformOperatorBase):
     expected_duration = timedelta(seconds=3)
 
     def __init__(self, *, role: str | None = None, path: str = "/health", metrics_path: str = "/metrics",
-                 retries: int = 10, delay: float = 5.0, timeout: float = 5.0, version: str | None = None,
+                 attempts: int = 10, delay: float = 5.0, timeout: float = 5.0, version: str | None = None,
                  deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
@@ -51,31 +51,31 @@ class HealthCheckOperator(PlatformOperatorBase):
             check_choice(self.task_id, "role", role, ("stable", "canary"))
         if not path.startswith("/") or not metrics_path.startswith("/"):
             raise ValueError(f"{self.task_id}: paths must start with '/'")
-        if retries < 1:
-            raise ValueError(f"{self.task_id}: retries must be at least 1")
+        if attempts < 1:
+            raise ValueError(f"{self.task_id}: attempts must be at least 1")
         self.role = role
         self.path = path
         self.metrics_path = metrics_path
-        self.retries = retries
+        self.attempts = attempts
         self.delay = delay
         self.timeout = timeout
         self.version = version
 
     def describe(self) -> str:
         return f"GET {self.path} must answer 200 with JSON and {self.metrics_path} must expose deployment_version " \
-               f"({self.retries} tries, {self.delay:g}s apart)"
+               f"({self.attempts} tries, {self.delay:g}s apart)"
 
     def execute(self, context: Any) -> Any:
         from airflow_deploy_provider.triggers.http import HealthCheckTrigger
 
         url = self.get_platform().endpoint(self.role)  # type: ignore[arg-type]
-        trigger = HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path, retries=self.retries,
+        trigger = HealthCheckTrigger(url=url, path=self.path, metrics_path=self.metrics_path, retries=self.attempts,
                                      delay=self.delay, timeout=self.timeout, version=self.version or None,
                                      end_task=self.deferrable,
                                      ledger={"deployment_id": self.deployment_id, "ledger_conn_id": self.ledger_conn_id,
                                              "task_id": self.task_id})
         return wait_for(self, trigger, "execute_complete", context,
-                        timedelta(seconds=self.retries * (self.delay + 2 * self.timeout) + 60), self.deferrable)
+                        timedelta(seconds=self.attempts * (self.delay + 2 * self.timeout) + 60), self.deferrable)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | str) -> dict[str, Any] | None:
         if event == "success":  # the trigger recorded the passed check and ended the task

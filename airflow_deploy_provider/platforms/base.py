@@ -54,6 +54,7 @@ class WorkloadSpec:
     health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
     progress_deadline: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
+    rolling: dict[str, Any] | None = None  # max_surge, max_unavailable of a rolling update
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +92,7 @@ class TrafficSplit:
     stable_version: str | None
     canary_version: str | None
     canary_weight: int
+    granularity: int = 1  # smallest step the router can make (a replica ratio moves in whole pods)
 
     @property
     def stable_weight(self) -> int:
@@ -142,9 +144,15 @@ class DeploymentPlatform(ABC):
         """The current split, read from the router."""
 
     @abstractmethod
-    def promote(self) -> None:
+    def promote(self) -> bool:
         """Make the canary the stable version: stable runs it, takes 100% of traffic, the old version and the
-        canary role are removed."""
+        canary role are removed. Returns ``True`` when that is done; ``False`` when the stable role is still
+        rolling out the new version: the caller waits for ``rollout_status("stable")`` to be done, then calls
+        :meth:`complete_promotion`."""
+
+    def complete_promotion(self) -> None:  # noqa: B027 - optional: only platforms whose promote() waits
+        """Finish a promotion that :meth:`promote` left waiting for the stable rollout: traffic 100% to stable,
+        the canary role removed."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -160,8 +168,9 @@ class DeploymentPlatform(ABC):
         """Record what is running now (versions, replicas, manifests); stored in the ledger."""
 
     @abstractmethod
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Bring the target back to a snapshot."""
+    def restore(self, snapshot: dict[str, Any]) -> bool:
+        """Bring the target back to a snapshot. Returns ``True`` when done; ``False`` when the stable role is
+        still rolling out the snapshot's version (the caller waits for ``rollout_status("stable")``)."""
 
     @abstractmethod
     def status(self) -> dict[str, Any]:

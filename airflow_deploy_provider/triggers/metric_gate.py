@@ -35,7 +35,8 @@ class MetricGateTrigger(BaseTrigger):
 
     :param gate: what to measure and how to decide: ``metrics``, ``conditions``, ``interval``, ``duration``,
         ``min_requests``, ``failure_limit``, ``failures_so_far``.
-    :param query: ``service``, ``environment``, ``region``, ``version`` of the version under test.
+    :param query: ``service``, ``environment``, ``region``, ``version`` of the version under test, and
+        ``stable_version`` for relative bounds.
     :param provider: metric provider settings (``provider`` and its options).
     :param deployment_id: ledger id of the deployment.
     :param ledger_conn_id: ledger connection.
@@ -95,13 +96,16 @@ class MetricGateTrigger(BaseTrigger):
         condition_names = sorted({c.metric for c in conditions})
         k = 0
 
-        async def measure(name: str) -> tuple[str, MetricReading]:
+        relative = [m.name for m in metrics if m.max_ratio is not None]
+        stable_version = self.query.get("stable_version") or None
+
+        async def measure(name: str, version: str | None = None) -> tuple[str, MetricReading]:
             unit, custom_query = units[name]
             try:
                 result = await provider.evaluate(MetricQuery(
                     metric=MetricInfo(name, unit, "low", ""), service=self.query["service"],
                     environment=self.query["environment"], region=self.query.get("region"),
-                    version=self.query["version"], window=window, query=custom_query))
+                    version=version or self.query["version"], window=window, query=custom_query))
                 return name, MetricReading(name, result.value, result.sample_size, result.error)
             except Exception as exc:  # a provider error is "no data": never a pass
                 return name, MetricReading(name, None, None, f"provider error: {exc}")
@@ -131,7 +135,9 @@ class MetricGateTrigger(BaseTrigger):
                 return
             number += 1
             readings = dict(await asyncio.gather(*(measure(n) for n in units)))
-            outcome = evaluate_check(number, readings, metrics, conditions, min_requests)
+            stable = dict(await asyncio.gather(*(measure(n, stable_version) for n in relative))) \
+                if relative and stable_version else None
+            outcome = evaluate_check(number, readings, metrics, conditions, min_requests, stable)
             rollback_reason = state.add(outcome)
             elapsed = time.monotonic() - started
             done = rollback_reason is None and time.monotonic() >= deadline - 1e-3 and outcome.passed

@@ -75,7 +75,10 @@ class RolloutStatusTrigger(BaseTrigger):
                 self.log.warning("rollout status of %s not available: %s", self.role, exc)
                 last = {**last, "message": f"status not available: {exc}"}
             if time.time() >= self.deadline:
-                reason = last.get("reason") or "ProgressDeadlineExceeded"
-                yield TriggerEvent({"state": "deadline", "status": {**last, "reason": reason}})
+                # Say what the rollout was stuck on (Unschedulable, ErrImagePull, ...) beside the deadline.
+                seen = ": ".join(str(x) for x in (last.get("reason"), last.get("message")) if x)
+                yield TriggerEvent({"state": "deadline", "status": {
+                    **last, "reason": "ProgressDeadlineExceeded", "stuck_on": last.get("reason"),
+                    "message": f"not ready within the progress deadline (last seen: {seen or 'no status'})"}})
                 return
             await asyncio.sleep(min(self.poll_interval, max(0.05, self.deadline - time.time())))

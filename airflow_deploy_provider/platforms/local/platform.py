@@ -302,17 +302,18 @@ class LocalPlatform(DeploymentPlatform):
         return TrafficSplit(stable_version=stable["version"] if stable else None,
                             canary_version=canary["version"] if canary else None, canary_weight=weight)
 
-    def promote(self) -> None:
+    def promote(self) -> bool:
         with self.state.locked() as data:
             canary = data["roles"].get("canary")
             if not canary:
-                return  # already promoted
+                return True  # already promoted
             old = data["roles"].get("stable")
             data["roles"]["stable"] = canary
             data["roles"]["canary"] = None
             data["weight"] = 0
             self._publish(data)  # the new version takes all traffic before the old one stops
             self._stop((old or {}).get("replicas"))
+        return True
 
     def abort(self) -> None:
         with self.state.locked() as data:
@@ -363,7 +364,7 @@ class LocalPlatform(DeploymentPlatform):
         return {"platform": "local", "target": self.target.key, "stable": role("stable"), "canary": role("canary"),
                 "weight": data.get("weight", 0), "taken_at": time.time()}
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> bool:
         self.abort()
         stable = snapshot.get("stable")
         if not stable:
@@ -373,10 +374,10 @@ class LocalPlatform(DeploymentPlatform):
                 if data.get("router"):
                     self._publish(data)
                 self._stop((old or {}).get("replicas"))
-            return
+            return True
         spec = WorkloadSpec.from_dict({**stable["spec"], "strategy": "rolling"})
         self.deploy(spec, "stable")
-        self._wait_ready("stable", spec.version, spec.progress_deadline)
+        return False
 
     def status(self) -> dict[str, Any]:
         import psutil

@@ -1,0 +1,1 @@
+"""Kubernetes platform: Deployments per role, Services per track, and a traffic router."""
