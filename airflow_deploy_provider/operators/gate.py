@@ -97,6 +97,9 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     def describe(self) -> str:
         if not self.duration:
             return "no watch"
+        if self.budget == "business":  # tracked for the record; business metrics never fail a rollout
+            names = ", ".join(m["name"] for m in self.metrics)
+            return f"record {names} every {_fmt(self.interval)} for {_fmt(self.duration)} (tracked, never fails the run)"
         what = ", ".join(GateMetric(**m).describe() for m in self.metrics) or "rollback conditions only"
         text = f"watch {_fmt(self.duration)} every {_fmt(self.interval)}: {what}"
         if self.min_requests:
