@@ -18,10 +18,12 @@ from airflow.sdk.exceptions import AirflowFailException
 BUILTIN_PLATFORMS: dict[str, str] = {
     "local": "airflow_deploy_provider.platforms.local.platform:LocalPlatform",
     "kubernetes": "airflow_deploy_provider.platforms.kubernetes.platform:KubernetesPlatform",
+    "ecs": "airflow_deploy_provider.platforms.ecs.platform:EcsPlatform",
 }
 BUILTIN_METRIC_PROVIDERS: dict[str, str] = {
     "local": "airflow_deploy_provider.metrics.local:LocalMetricProvider",
     "prometheus": "airflow_deploy_provider.metrics.prometheus:PrometheusMetricProvider",
+    "cloudwatch": "airflow_deploy_provider.metrics.cloudwatch:CloudWatchMetricProvider",
 }
 
 

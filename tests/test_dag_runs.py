@@ -26,7 +26,11 @@ SERVICE = {
 
 
 @pytest.fixture
-def web_dags(tmp_path: Path, dags_folder: Path, airflow_db, ledger):
+def web_dags(tmp_path: Path, dags_folder: Path, airflow_db, ledger, monkeypatch):
+    # The service's platform is not installed here (as a plugin platform may not be): its steps fail clearly.
+    from airflow_deploy_provider import registry
+
+    monkeypatch.delitem(registry.BUILTIN_PLATFORMS, "ecs")
     write_service(tmp_path / "services" / "web", SERVICE)
     (dags_folder / "web_dags.py").write_text(
         "from airflow_deploy_provider.factory import register_deploy_dags\n"

@@ -553,6 +553,15 @@ class KubernetesPlatform(DeployModel):
     """URLs for health checks and tests, when the worker does not run in the cluster."""
 
 
+class EcsTargetGroups(DeployModel):
+    """Target groups (ARNs) behind the listener rule."""
+
+    stable: str
+    """Target group of the stable ECS service."""
+    canary: str
+    """Target group of the canary (green) ECS service."""
+
+
 class EcsPlatform(DeployModel):
     """AWS ECS through the amazon provider."""
 
@@ -568,6 +577,13 @@ class EcsPlatform(DeployModel):
     """ECS service name. Default: the service name."""
     listener_rule_arn: str | None = None
     """ALB listener rule whose weighted forward action splits traffic (canary and blue-green)."""
+    target_groups: EcsTargetGroups | None = None
+    """Target groups of the stable and the canary ECS service. Default: the listener rule's forward action,
+    in order (stable first)."""
+    container: str | None = None
+    """Container whose image is updated. Default: the service name, or the task's only container."""
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    """URLs for health checks and tests (default for ``live``: the load balancer's DNS name)."""
 
 
 def _platform_tag(value: Any) -> str:

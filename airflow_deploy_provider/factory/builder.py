@@ -87,6 +87,8 @@ class ServiceDagBuilder:
             region = next(r for r in self.config.multi_region.regions if r.name == self.region)
             if region.connection:
                 settings["connection"] = region.connection
+            if settings.get("type") == "ecs":
+                settings["region"] = region.name  # a region of the rollout is an AWS region
         return settings
 
     def platform_settings(self) -> dict[str, Any]:
@@ -345,7 +347,7 @@ class ServiceDagBuilder:
                                        version=self.release("version"), retries=2, retry_delay=timedelta(seconds=5))
         conditions = self.gate_conditions() or self.gate_conditions(self.svc.rollback.conditions)
         watch = MetricGateOperator(
-            task_id="watch_after_switch", **self.waiting(), version=self.release("version"),
+            task_id="watch_after_switch", **self.waiting(), version=self.release("version"), role="canary",
             metrics=self.metrics_from_conditions(conditions), conditions=conditions,
             interval=min(BLUEGREEN_INTERVAL, switch_settings.test_duration), duration=switch_settings.test_duration,
             min_requests=0, failure_limit=1, budget="bluegreen", metrics_provider=self.metrics_settings(),

@@ -21,6 +21,9 @@ class MetricQuery:
     window: timedelta
     region: str | None = None
     query: str | None = None  # the provider-specific query, for custom metrics and overrides
+    # Where the version runs: "canary" (beside stable) or "stable"; for sources that measure per role
+    # (CloudWatch target groups) rather than per version label.
+    role: str | None = None
 
 
 @dataclass(frozen=True)

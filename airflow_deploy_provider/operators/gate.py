@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_deploy_provider.gates import GateCondition, GateMetric
-from airflow_deploy_provider.operators.base import PlatformOperatorBase, wait_for
+from airflow_deploy_provider.operators.base import PlatformOperatorBase, check_choice, wait_for
 from airflow_deploy_provider.operators.deploy import rollback
 from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
 
@@ -36,6 +36,8 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
 
     :param version: the version under test (templated).
     :param stable_version: the stable version, for relative bounds (templated).
+    :param role: where the version under test runs: ``canary`` (beside stable) or ``stable`` (after promotion);
+        metric providers that measure per role (CloudWatch target groups) use it.
     :param metrics: gate metrics: ``name``, ``unit``, ``max``, ``min``, ``max_ratio``, ``query``.
     :param conditions: rollback conditions: ``text``, ``metric``, ``op``, ``threshold``, ``unit``, ``query``.
     :param interval: time between checks.
@@ -57,6 +59,7 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         *,
         version: str,
         stable_version: str | None = None,
+        role: str = "stable",
         metrics: list[dict[str, Any]],
         conditions: list[dict[str, Any]] | None = None,
         interval: timedelta | float = timedelta(minutes=1),
@@ -74,6 +77,8 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         self.deferrable = deferrable
         self.version = version
         self.stable_version = stable_version
+        check_choice(self.task_id, "role", role, ("stable", "canary"))
+        self.role = role
         self.metrics = [GateMetric(**m).__dict__ for m in metrics]  # validates the shape at parse time
         self.conditions = [GateCondition(**c).__dict__ for c in conditions or []]
         self.interval = _seconds(interval)
@@ -126,7 +131,7 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
         trigger = MetricGateTrigger(
             gate=gate,
             query={"service": self.service, "environment": self.environment, "region": self.region,
-                   "version": self.version, "stable_version": None if self.stable_version in (None, "", "None")
+                   "version": self.version, "role": self.role, "stable_version": None if self.stable_version in (None, "", "None")
                    else self.stable_version},
             provider=self.metrics_provider, deployment_id=self.deployment_id,
             ledger_conn_id=self.ledger_conn_id, label=self.task_id,
@@ -178,6 +183,7 @@ class CanaryStepOperator(MetricGateOperator):
 
     def __init__(self, *, weight: int, pause: timedelta | float | None, **kwargs: Any) -> None:
         kwargs.setdefault("budget", "canary")
+        kwargs.setdefault("role", "canary")
         super().__init__(duration=_seconds(pause), **kwargs)
         if not 1 <= weight <= 100:
             raise ValueError(f"{self.task_id}: weight must be 1-100; got {weight}")

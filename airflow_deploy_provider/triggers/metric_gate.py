@@ -105,7 +105,8 @@ class MetricGateTrigger(BaseTrigger):
                 result = await provider.evaluate(MetricQuery(
                     metric=MetricInfo(name, unit, "low", ""), service=self.query["service"],
                     environment=self.query["environment"], region=self.query.get("region"),
-                    version=version or self.query["version"], window=window, query=custom_query))
+                    version=version or self.query["version"], window=window, query=custom_query,
+                    role="stable" if version else self.query.get("role")))
                 return name, MetricReading(name, result.value, result.sample_size, result.error)
             except Exception as exc:  # a provider error is "no data": never a pass
                 return name, MetricReading(name, None, None, f"provider error: {exc}")

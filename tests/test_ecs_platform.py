@@ -1,0 +1,242 @@
+"""The ECS platform against a moto server, through the amazon provider's hooks and an Airflow AWS connection.
+``EcsController`` plays the ECS scheduler (moto never progresses a deployment)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_deploy_provider.platforms.base import PlatformError, Target, WorkloadSpec
+from airflow_deploy_provider.platforms.ecs.platform import MARKER_TAG, EcsPlatform
+from tests.aws import EcsController, aws_connection, create_load_balancer, moto_server, rule_weights  # noqa: F401
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/checkout"
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):  # noqa: F811
+    moto_server.reset()
+    aws_connection(monkeypatch, moto_server, "aws_test")
+    return moto_server
+
+
+@pytest.fixture
+def shop(aws):
+    """Cluster ``shop``, an ALB with stable/canary target groups, and the stable service on 1.0.0."""
+    lb = create_load_balancer(aws)
+    ecs, ec2 = aws.client("ecs"), aws.client("ec2")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
+    vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName="checkout", Description="checkout tasks", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName="shop")
+    td = ecs.register_task_definition(
+        family="checkout", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="512", memory="1024",
+        containerDefinitions=[{"name": "checkout", "image": f"{IMAGE}:1.0.0", "cpu": 256, "memory": 512,
+                               "portMappings": [{"containerPort": 8080}],
+                               "environment": [{"name": "DEPLOY_VERSION", "value": "1.0.0"},
+                                               {"name": "LOG_LEVEL", "value": "info"}],
+                               "logConfiguration": {"logDriver": "awslogs", "options": {
+                                   "awslogs-group": "/ecs/checkout", "awslogs-stream-prefix": "ecs",
+                                   "awslogs-region": "us-east-1"}}}])["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="shop", serviceName="checkout", taskDefinition=td, desiredCount=4,
+                       launchType="FARGATE", loadBalancers=[{"targetGroupArn": lb.stable_tg, "containerName": "checkout",
+                                                             "containerPort": 8080}],
+                       networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group],
+                                                                       "assignPublicIp": "DISABLED"}})
+    controller = EcsController(aws)
+    lb.controller = controller  # type: ignore[attr-defined]  # tests add failures to it
+    yield lb
+    controller.stop()
+    assert controller.errors == []
+
+
+def make(lb, strategy: str = "canary", **settings) -> EcsPlatform:
+    return EcsPlatform({"type": "ecs", "connection": "aws_test", "region": "us-east-1", "cluster": "shop",
+                        "listener_rule_arn": lb.rule_arn, "strategy": strategy, **settings},
+                       Target("checkout", "production"))
+
+
+def spec(version: str, replicas: int = 4, **kw) -> WorkloadSpec:
+    return WorkloadSpec(version=version, image=f"{IMAGE}:{version}", replicas=replicas, **kw)
+
+
+def wait_ready(p: EcsPlatform, role: str, version: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = p.rollout_status(role)  # type: ignore[arg-type]
+        if status.done and status.version == version:
+            return status
+        assert not status.failed, status
+        time.sleep(0.05)
+    raise AssertionError(f"{role} {version} not ready: {p.rollout_status(role)}")  # type: ignore[arg-type]
+
+
+def service(aws, name: str = "checkout") -> dict:
+    return aws.client("ecs").describe_services(cluster="shop", services=[name])["services"][0]
+
+
+def revisions(aws) -> list[str]:
+    return aws.client("ecs").list_task_definitions(familyPrefix="checkout")["taskDefinitionArns"]
+
+
+def container(aws, td_arn: str) -> dict:
+    return aws.client("ecs").describe_task_definition(taskDefinition=td_arn)["taskDefinition"][
+        "containerDefinitions"][0]
+
+
+def test_deploy_registers_a_revision_and_updates_the_service(aws, shop):
+    p = make(shop, strategy="rolling")
+    wait_ready(p, "stable", "1.0.0")
+    p.deploy(spec("2.0.0", replicas=6, strategy="rolling", resources={
+        "limits": {"memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}}), "stable")
+    svc = service(aws)
+    assert svc["desiredCount"] == 6
+    assert svc["deploymentConfiguration"]["maximumPercent"] == 125
+    assert svc["deploymentConfiguration"]["minimumHealthyPercent"] == 100
+    c = container(aws, svc["taskDefinition"])
+    assert c["image"] == f"{IMAGE}:2.0.0" and (c["memory"], c["memoryReservation"], c["cpu"]) == (512, 256, 256)
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    assert env == {"DEPLOY_VERSION": "2.0.0", "LOG_LEVEL": "info"}  # other settings of the family kept
+    assert not p.rollout_status("stable").done  # the old deployment's tasks are not replaced yet
+    wait_ready(p, "stable", "2.0.0")
+
+    # A retry converges: no new revision, no new deployment.
+    before = (revisions(aws), service(aws)["deployments"][0]["updatedAt"])
+    p.deploy(spec("2.0.0", replicas=6, strategy="rolling", resources={
+        "limits": {"memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}}), "stable")
+    assert (revisions(aws), service(aws)["deployments"][0]["updatedAt"]) == before
+
+
+def test_recreate_stops_the_old_tasks_first(aws, shop):
+    p = make(shop, strategy="recreate")
+    p.deploy(spec("2.0.0", strategy="recreate"), "stable")
+    config = service(aws)["deploymentConfiguration"]
+    assert (config["minimumHealthyPercent"], config["maximumPercent"]) == (0, 100)
+
+
+def test_canary_moves_listener_rule_weights_then_promotes(aws, shop):
+    p = make(shop)
+    p.deploy(spec("2.0.0"), "canary")
+    canary = service(aws, "checkout-canary")
+    assert canary["loadBalancers"][0]["targetGroupArn"] == shop.canary_tg
+    assert canary["networkConfiguration"] == service(aws)["networkConfiguration"]  # a copy of stable's
+    wait_ready(p, "canary", "2.0.0")
+    seen = []
+    for weight in (10, 50, 100):
+        split = p.set_traffic(weight)
+        seen.append(rule_weights(aws, shop.rule_arn))
+        assert (split.canary_weight, split.canary_version, split.stable_version) == (weight, "2.0.0", "1.0.0")
+    assert seen == [{shop.stable_tg: 90, shop.canary_tg: 10}, {shop.stable_tg: 50, shop.canary_tg: 50},
+                    {shop.stable_tg: 0, shop.canary_tg: 100}]
+    assert p.promote() is False  # stable is rolling out the new version
+    assert service(aws)["taskDefinition"] == canary["taskDefinition"]
+    assert rule_weights(aws, shop.rule_arn)[shop.canary_tg] == 100  # the canary serves until stable is ready
+    wait_ready(p, "stable", "2.0.0")
+    p.complete_promotion()
+    assert rule_weights(aws, shop.rule_arn) == {shop.stable_tg: 100, shop.canary_tg: 0}
+    assert service(aws, "checkout-canary")["status"] != "ACTIVE"
+    assert p.promote() is True  # a retry after the promotion changes nothing
+
+
+def test_abort_moves_traffic_back_and_removes_the_canary_without_touching_stable(aws, shop):
+    p = make(shop)
+    stable_before = service(aws)["taskDefinition"]
+    p.deploy(spec("2.0.1"), "canary")
+    wait_ready(p, "canary", "2.0.1")
+    p.set_traffic(10)
+    p.abort()
+    assert rule_weights(aws, shop.rule_arn) == {shop.stable_tg: 100, shop.canary_tg: 0}
+    assert service(aws, "checkout-canary")["status"] != "ACTIVE"
+    assert service(aws)["taskDefinition"] == stable_before
+    assert p.traffic().canary_version is None
+    p.abort()  # again: nothing left to do
+
+
+def test_failures_surface_the_ecs_reason(aws, shop):
+    shop.controller.failures["3.0.1"] = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
+    p = make(shop)
+    p.deploy(spec("3.0.1"), "canary")
+    deadline = time.monotonic() + 10
+    status = p.rollout_status("canary")
+    while not status.failed and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = p.rollout_status("canary")
+    assert status.failed and status.reason == "CannotPullContainerError", status
+    assert "pull image manifest has been retried" in status.message
+
+
+def test_going_back_to_a_version_reuses_its_revision_like_update_service(aws, shop):
+    p = make(shop, strategy="rolling")
+    first = service(aws)["taskDefinition"]
+    p.deploy(spec("2.0.0"), "stable")
+    wait_ready(p, "stable", "2.0.0")
+    count = len(revisions(aws))
+    p.deploy(spec("1.0.0"), "stable")  # the rollback DAG's previous version, image from the ledger
+    assert service(aws)["taskDefinition"] == first
+    assert len(revisions(aws)) == count
+    wait_ready(p, "stable", "1.0.0")
+
+
+def test_snapshot_restore_and_autoscaling(aws, shop):
+    scaling = aws.client("application-autoscaling")
+    scaling.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/shop/checkout",
+                                     ScalableDimension="ecs:service:DesiredCount", MinCapacity=2, MaxCapacity=12)
+    p = make(shop)
+    wait_ready(p, "stable", "1.0.0")
+    snap = p.snapshot()
+    assert snap["stable"]["version"] == "1.0.0" and snap["manifests"]["task_definition"]["family"] == "checkout"
+    assert "suspended" in p.set_autoscaling(False)
+    state = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"][0]["SuspendedState"]
+    assert state["DynamicScalingInSuspended"] and state["DynamicScalingOutSuspended"]
+    assert "already suspended" in p.set_autoscaling(False)
+
+    p.deploy(spec("2.0.0"), "canary")
+    wait_ready(p, "canary", "2.0.0")
+    p.set_traffic(100)
+    assert p.promote() is False
+    wait_ready(p, "stable", "2.0.0")
+    p.complete_promotion()
+
+    assert p.restore(snap) is False  # stable rolls back to the snapshot's revision
+    assert service(aws)["taskDefinition"] == snap["stable"]["task_definition"]
+    wait_ready(p, "stable", "1.0.0")
+    assert p.restore(snap) is True
+    target = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"][0]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 12)
+    # The snapshot was taken before autoscaling was suspended: restoring it resumes autoscaling too.
+    state = scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"][0]["SuspendedState"]
+    assert not any(state.values())
+    assert "already active" in p.set_autoscaling(True)
+    p.set_autoscaling(False)
+    assert "re-enabled" in p.set_autoscaling(True)
+
+
+def test_marker_cleanup_endpoint_capacity_and_status(aws, shop):
+    p = make(shop, strategy="rolling")
+    assert MARKER_TAG in p.annotate({"deployment_id": "d-1", "version": "2.0.0", "other": "x" * 500})
+    tags = aws.client("ecs").list_tags_for_resource(resourceArn=service(aws)["serviceArn"])["tags"]
+    assert any(t["key"] == MARKER_TAG and '"d-1"' in t["value"] for t in tags)
+    for version in ("2.0.0", "2.1.0", "2.2.0"):
+        p.deploy(spec(version), "stable")
+        wait_ready(p, "stable", version)
+    assert "deregistered 2" in p.cleanup(2)
+    active = aws.client("ecs").list_task_definitions(familyPrefix="checkout", status="ACTIVE")["taskDefinitionArns"]
+    assert [p.version_of(a) for a in active] == ["2.1.0", "2.2.0"]
+    dns = aws.client("elbv2").describe_load_balancers(LoadBalancerArns=[shop.arn])["LoadBalancers"][0]["DNSName"]
+    assert p.endpoint() == f"http://{dns}:80"
+    with pytest.raises(PlatformError, match="platform.endpoints.canary"):
+        p.endpoint("canary")
+    assert make(shop, endpoints={"canary": "http://green.internal/"}).endpoint("canary") == "http://green.internal"
+    assert p.capacity(spec("2.3.0"))["fits"]
+    status = p.status()
+    assert status["stable"]["version"] == "2.2.0" and status["canary"] is None
+
+
+def test_missing_stable_service_or_rule_is_a_clear_error(aws, shop):
+    with pytest.raises(PlatformError, match="ECS service 'payments' not found in cluster 'shop'"):
+        make(shop, service_name="payments").deploy(spec("1.0.0"), "stable")
+    p = make(shop, listener_rule_arn=None)
+    p.deploy(spec("2.0.0"), "canary")
+    with pytest.raises(PlatformError, match="listenerRuleArn"):
+        p.set_traffic(10)
