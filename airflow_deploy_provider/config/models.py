@@ -606,8 +606,10 @@ class CustomMetric(DeployModel):
     name: MetricName
     """Name used in ``canary.analysis.metrics`` and conditions."""
     query: str
-    """Query for the provider (PromQL, a CloudWatch metric spec, or a local expression). Placeholders:
-    ``{service}``, ``{version}``, ``{namespace}``, ``{interval}``."""
+    """Query for the provider. Prometheus: PromQL with ``{service}``, ``{version}``, ``{namespace}``,
+    ``{interval}``, ``{environment}``, ``{region}``. CloudWatch: a JSON metric statistic (``namespace``,
+    ``metric``, ``dimensions``, ``stat``, ``scale``) or a metric math expression, with ``{service}``, ``{version}``,
+    ``{environment}``, ``{region}``, ``{interval}`` (seconds), ``{target_group}``, ``{load_balancer}``."""
     unit: Literal["percent", "ms", "rps", "count", "ratio"] = "count"
     """Unit of the value."""
     healthy: Literal["low", "high"] = "low"
@@ -623,7 +625,8 @@ class Metrics(DeployModel):
     """Metric provider. Default: ``local`` on the local platform, ``prometheus`` on Kubernetes,
     ``cloudwatch`` on ECS."""
     connection: ConnId | None = None
-    """Connection of the provider (HTTP connection for Prometheus, AWS connection for CloudWatch)."""
+    """Connection of the provider: an HTTP connection for Prometheus (default ``prometheus_default``), an AWS
+    connection for CloudWatch (default: the ECS platform's connection)."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Label names used by the default Prometheus queries, by role: ``service``, ``version``, ``code``
     (status code), ``namespace``. Default: the same names."""

@@ -128,24 +128,28 @@ async def get_metric_data(client: Any, queries: list[dict[str, Any]], start: dat
     """Run ``GetMetricData`` (following ``NextToken``): query id -> series label -> values. A series may hold
     several datapoints when CloudWatch splits the range into more than one period."""
     out: dict[str, dict[str, list[float]]] = {q["Id"]: {} for q in queries}
+    messages: list[dict[str, Any]] = []
     args: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end,
                             "ScanBy": "TimestampDescending"}
     while True:
         page = await client.get_metric_data(**args)
         for result in page.get("MetricDataResults", []):
             if result.get("StatusCode") in ("InternalError", "Forbidden"):
-                messages = "; ".join(m.get("Value", "") for m in result.get("Messages", []))
-                raise NoData(f"CloudWatch: {result['StatusCode']} for {result.get('Id')}: {messages}".rstrip(": "))
+                detail = "; ".join(m.get("Value", "") for m in result.get("Messages", []))
+                raise NoData(f"CloudWatch: {result['StatusCode']} for query {result.get('Id')}"
+                             + (f": {detail}" if detail else ""))
             series = out.setdefault(result["Id"], {}).setdefault(result.get("Label") or result["Id"], [])
             series.extend(float(v) for v in result.get("Values", []))
-        # Query-level messages (for example a Metrics Insights error) come without any datapoints.
-        errors = [m for m in page.get("Messages", []) if m.get("Code") not in (None, "", "MaxMetricsExceeded")]
-        if errors and not any(values for series in out.values() for values in series.values()):
-            raise NoData("CloudWatch: " + "; ".join(f"{m.get('Code')}: {m.get('Value', '')}" for m in errors))
+        messages.extend(page.get("Messages", []))
         token = page.get("NextToken")
         if not token:
-            return out
+            break
         args["NextToken"] = token
+    # Query-level messages (for example a Metrics Insights error) come without any datapoints: say why.
+    errors = [m for m in messages if m.get("Code") not in (None, "", "MaxMetricsExceeded")]
+    if errors and not any(values for series in out.values() for values in series.values()):
+        raise NoData("CloudWatch: " + "; ".join(f"{m.get('Code')}: {m.get('Value', '')}" for m in errors))
+    return out
 
 
 def _values(data: dict[str, dict[str, list[float]]], query_id: str) -> list[float]:
