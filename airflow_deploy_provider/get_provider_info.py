@@ -41,10 +41,12 @@ def get_provider_info() -> dict[str, Any]:
                 "airflow_deploy_provider.triggers.rollout",
                 "airflow_deploy_provider.triggers.metric_gate",
                 "airflow_deploy_provider.triggers.http",
+                "airflow_deploy_provider.triggers.dns",
             ]},
         ],
         "hooks": [
-            {"integration-name": "Deploy", "python-modules": ["airflow_deploy_provider.ledger.hook"]},
+            {"integration-name": "Deploy", "python-modules": ["airflow_deploy_provider.ledger.hook",
+                                                               "airflow_deploy_provider.hooks.route53"]},
         ],
         "connection-types": [
             {"connection-type": "deploy_ledger", "hook-class-name": "airflow_deploy_provider.ledger.hook.DeploymentLedgerHook",

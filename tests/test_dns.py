@@ -193,8 +193,7 @@ def run_dns(dags_folder: Path, airflow_db, ledger):
         dag_id = f"dns_{uuid.uuid4().hex[:10]}"
         deployment_id = f"web/{dag_id}"
         ledger.start_deployment(id=deployment_id, service="web", environment="production", version="1.2.0")
-        dns = {"provider": "route53", "connection": "aws_dns", "hosted_zone_id": zone, "record_name": RECORD,
-               "ttl": 60}
+        dns = {"provider": "route53", "connection": "aws_dns", "hosted_zone_id": zone, "record_name": RECORD}
         options = {"poll_interval": 0.1, "change_timeout": 20, **kwargs}
         (dags_folder / f"{dag_id}.py").write_text(
             "from airflow.sdk import DAG\n"
@@ -245,23 +244,27 @@ def test_rollout_shift_is_one_batch_and_waits_until_insync(route53, proxy, run_d
 
 
 def test_failed_region_weight_moves_to_healthy_regions(route53, proxy, run_dns, ledger):
-    zone = create_zone(route53, {"us-west-2": 20, "eu-west-1": 30, "ap-southeast-1": 0, "us-east-1": 50})
+    zone = create_zone(route53, {"us-west-2": 10, "eu-west-1": 25, "ap-southeast-1": 25, "us-east-1": 40})
     proxy.pending = 1
-    # As the factory's move_dns_weight: eu-west-1 failed; its share goes to the regions that are up.
-    up = {"us-west-2": 20, "eu-west-1": 30, "us-east-1": 50}
-    healthy = {r: w for r, w in up.items() if r != "eu-west-1"}
-    percent = {r: healthy.get(r, 0.0) * 100 / sum(healthy.values()) for r in REGIONS}
+    # As the factory's move_dns_weight after eu-west-1 failed, in a rollout where ap-southeast-1 had already
+    # failed (stopOnRegionFailure: false): the ledger knows, so that region stays drained too.
+    ledger.start_deployment(id="payments/regional-ap", service="web", environment="production", version="1.2.0",
+                            region="ap-southeast-1", parent_id="deploy_web_production/run-1")
+    ledger.finish_deployment("payments/regional-ap", "rolled_back", reason="gate")
+    ledger.start_deployment(id="payments/regional-us", service="web", environment="production", version="1.2.0",
+                            region="us-west-2", parent_id="deploy_web_production/run-1")
+    ledger.finish_deployment("payments/regional-us", "succeeded")
+    shares = {"us-west-2": 10, "eu-west-1": 25, "ap-southeast-1": 25, "us-east-1": 40}
 
-    state, deployment = run_dns(zone, percent, deferrable=False)  # waits on the worker: same trigger, inline
+    state, deployment = run_dns(zone, shares, drain=["eu-west-1"], failed_regions_of="deploy_web_production/run-1",
+                                deferrable=False)  # waits on the worker: same trigger, inline
 
     assert state == "success"
     got = weights(route53, zone)
-    assert got["eu-west-1"] == 0 and got["ap-southeast-1"] == 0
-    assert got["us-west-2"] > 20 and got["us-east-1"] > 50 and sum(got.values()) == 100
-    assert abs(got["us-east-1"] / got["us-west-2"] - 50 / 20) < 0.1  # proportions kept
+    assert got == {"us-west-2": 20, "eu-west-1": 0, "ap-southeast-1": 0, "us-east-1": 80}  # proportions kept
     assert proxy.polls == {"CPROXY1": 2}
     (event,) = dns_events(ledger, deployment)
-    assert event.data["after"] == got and event.data["before"]["eu-west-1"] == 30
+    assert event.data["after"] == got and event.data["before"]["eu-west-1"] == 25
 
 
 def test_rerun_with_weights_already_set_submits_nothing(route53, proxy, run_dns, ledger):

@@ -430,9 +430,8 @@ class GlobalDns(DeployModel):
     hosted_zone_id: str
     """Route53 hosted zone id."""
     record_name: str
-    """The record (one weighted record per region, identified by region name)."""
-    ttl: int = Field(60, ge=1)
-    """TTL of the weighted records in seconds."""
+    """The record name. The weighted records (one per region, ``SetIdentifier`` = region name, each pointing at
+    its region) are created by you; the rollout only changes their weights."""
 
 
 class MultiRegionFile(DeployModel):

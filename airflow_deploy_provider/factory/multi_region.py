@@ -37,7 +37,10 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("regional_rollout", "Canary region first, then each next region, staggered; primary last") \
                 as rollout:
             previous_end = None
-            up: dict[str, float] = {}
+            dns = mr.dns.model_dump(mode="python") if mr.dns is not None else None
+            total = sum(r.weight for r in mr.regions) or 1.0
+            shares = {r.name: r.weight * 100 / total for r in mr.regions}
+            parent_id = "{{ dag.dag_id }}/{{ run_id }}"
             for i, region in enumerate(mr.regions, start=1):
                 with TaskGroup(f"region_{i}_{region.name.replace('-', '_')}",
                                tooltip=f"{region.role} region {region.name}: {region.weight:g}% of global traffic"):
@@ -66,12 +69,12 @@ def build(b: ServiceDagBuilder) -> DAG:
                             budget=f"region-{region.name}", metrics_provider=b.metrics_settings(),
                             rollback_on_failure=False))
                     if mr.dns is not None:
-                        up[region.name] = region.weight
-                        total = sum(up.values())
-                        weights = {r.name: (up.get(r.name, 0.0) * 100 / total) for r in mr.regions}
+                        # Every region keeps serving (on the old version until its turn) with its configured
+                        # share; once this region runs the new version healthy, the weights are (re)asserted,
+                        # with regions that failed in this rollout drained.
                         tasks.append(RegionDnsWeightOperator(
-                            task_id="shift_dns_weight", **b.common(), dns=mr.dns.model_dump(mode="python"),
-                            weights=weights))
+                            task_id="shift_dns_weight", **b.common(), dns=dns, weights=shares,
+                            failed_regions_of=parent_id, deferrable=b.deferrable))
                     chain_phases(*tasks)
                     if policy.rollback_failed_region and len(tasks) > 1:
                         # A failure inside the regional run is rolled back by that run itself; a failure while
@@ -85,12 +88,9 @@ def build(b: ServiceDagBuilder) -> DAG:
                             skip_when_already_exists=True, trigger_rule=TriggerRule.ONE_FAILED)
                         tasks[1:] >> rollback
                         if mr.dns is not None:
-                            healthy = {r: w for r, w in up.items() if r != region.name}
-                            total = sum(healthy.values())
                             rollback >> RegionDnsWeightOperator(
-                                task_id="move_dns_weight", **b.common(), dns=mr.dns.model_dump(mode="python"),
-                                weights={r.name: (healthy.get(r.name, 0.0) * 100 / total if total else 0.0)
-                                         for r in mr.regions})
+                                task_id="move_dns_weight", **b.common(), dns=dns, weights=shares,
+                                drain=[region.name], failed_regions_of=parent_id, deferrable=b.deferrable)
                 if previous_end is not None:
                     previous_end >> deploy
                 previous_end = tasks[-1]

@@ -219,9 +219,11 @@ class DeploymentLedger:
 
     def deployments(self, service: str | None = None, environment: str | None = None, region: str | None = None,
                     status: Iterable[str] | None = None, since: datetime | None = None,
-                    limit: int | None = None) -> list[Deployment]:
-        """Deployments, newest first."""
+                    limit: int | None = None, parent_id: str | None = None) -> list[Deployment]:
+        """Deployments, newest first; ``parent_id`` selects the regional deployments of a global rollout."""
         query = select(deployments)
+        if parent_id is not None:
+            query = query.where(deployments.c.parent_id == parent_id)
         if service is not None:
             query = query.where(deployments.c.service == service)
         if environment is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +22,17 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
     regions change in one atomic ChangeBatch, nothing is submitted when every weight already matches, and the
     wait for Route53 to reach ``INSYNC`` happens in a trigger.
 
-    :param dns: ``provider``, ``connection``, ``hosted_zone_id``, ``record_name``, ``ttl``.
-    :param weights: weight of every region after this step, in percent.
+    Regions that failed get weight 0 and their share goes to the other regions in proportion: those in
+    ``drain``, and those whose regional deployment of the global rollout ``failed_regions_of`` failed or was
+    rolled back (read from the ledger when the task runs). When no region is left, nothing changes: Route53
+    would split traffic evenly between all-zero records, failed region included.
+
+    Template fields: ``deployment_id``, ``failed_regions_of``.
+
+    :param dns: ``provider``, ``connection``, ``hosted_zone_id``, ``record_name``.
+    :param weights: each region's configured share of global traffic, in percent.
+    :param drain: regions known to have failed at this point of the rollout.
+    :param failed_regions_of: ledger ``parent_id`` of the global rollout (``<dag_id>/<run_id>``), templated.
     :param deferrable: wait for the change in the triggerer (no worker slot held); ``False`` waits on the worker.
     :param poll_interval: seconds between ``GetChange`` calls.
     :param change_timeout: seconds the change may take to reach ``INSYNC``.
@@ -31,21 +41,41 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
     ui_color = "#fde7c8"
     expected_duration = timedelta(seconds=60)
 
-    def __init__(self, *, dns: dict[str, Any], weights: dict[str, float], deferrable: bool = True,
-                 poll_interval: float = 10.0, change_timeout: float = 600.0, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("deployment_id", "failed_regions_of")
+
+    def __init__(self, *, dns: dict[str, Any], weights: dict[str, float], drain: Sequence[str] = (),
+                 failed_regions_of: str | None = None, deferrable: bool = True, poll_interval: float = 10.0,
+                 change_timeout: float = 600.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if abs(sum(weights.values()) - 100) > 1e-6 and sum(weights.values()) != 0:
             raise ValueError(f"{self.task_id}: region weights must add up to 100; got {weights}")
         if poll_interval <= 0 or change_timeout <= 0:
             raise ValueError(f"{self.task_id}: poll_interval and change_timeout must be positive")
         self.dns = dns
-        self.weights = weights
+        self.configured = dict(weights)
+        self.weights = dict(weights)  # with failed regions drained, once the task runs
+        self.drain = list(drain)
+        self.failed_regions_of = failed_regions_of
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.change_timeout = change_timeout
 
     def describe(self) -> str:
-        return "set GeoDNS weights: " + ", ".join(f"{r} {w:g}%" for r, w in self.weights.items())
+        text = "set GeoDNS weights: " + ", ".join(f"{r} {w:g}%" for r, w in self.configured.items())
+        drained = ", ".join(self.drain) + (" and " if self.drain and self.failed_regions_of else "") + \
+            ("regions that failed" if self.failed_regions_of else "")
+        return text + (f"; {drained} get 0, their share moved to the others" if drained else "")
+
+    def drained_weights(self) -> tuple[dict[str, float], list[str]]:
+        """The configured shares with failed regions at 0, renormalised to 100 (all 0 if none is left)."""
+        failed = set(self.drain)
+        if self.failed_regions_of:
+            failed |= {d.region for d in self.ledger.deployments(parent_id=self.failed_regions_of,
+                                                                  status=("failed", "rolled_back", "abandoned"))
+                       if d.region}
+        kept = {r: (0.0 if r in failed else w) for r, w in self.configured.items()}
+        total = sum(kept.values())
+        return ({r: w * 100 / total for r, w in kept.items()} if total else kept), sorted(failed)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -87,6 +117,9 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
             route53_weights,
         )
 
+        self.weights, failed = self.drained_weights()
+        if failed:
+            self.log.info("regions that failed in this rollout get no traffic: %s", ", ".join(failed))
         target = route53_weights(self.weights)
         hook = self._hook()
         try:
