@@ -153,6 +153,19 @@ def test_abort_moves_traffic_back_and_removes_the_canary_without_touching_stable
     p.abort()  # again: nothing left to do
 
 
+def test_trigger_path_reads_the_rollout_through_the_async_client(aws, shop):
+    import asyncio
+
+    p = make(shop, strategy="rolling")
+    p.deploy(spec("2.0.0", strategy="rolling"), "stable")
+    status = asyncio.run(make(shop).async_rollout_status("stable"))
+    assert not status.done and status.version == "2.0.0"
+    wait_ready(p, "stable", "2.0.0")
+    status = asyncio.run(make(shop).async_rollout_status("stable"))
+    assert status.done and status.version == "2.0.0" and status.ready == 4
+    assert asyncio.run(make(shop).async_rollout_status("canary")).reason == "NotDeployed"
+
+
 def test_failures_surface_the_ecs_reason(aws, shop):
     shop.controller.failures["3.0.1"] = "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
     p = make(shop)
@@ -164,6 +177,10 @@ def test_failures_surface_the_ecs_reason(aws, shop):
         status = p.rollout_status("canary")
     assert status.failed and status.reason == "CannotPullContainerError", status
     assert "pull image manifest has been retried" in status.message
+    import asyncio
+
+    status = asyncio.run(make(shop).async_rollout_status("canary"))  # the trigger sees the same reason
+    assert status.failed and status.reason == "CannotPullContainerError", status
 
 
 def test_going_back_to_a_version_reuses_its_revision_like_update_service(aws, shop):

@@ -111,14 +111,15 @@ class EcsPlatform(DeploymentPlatform):
         if not td_arn:
             return None
         if td_arn not in self._versions:
-            td, tags = self._task_definition(td_arn)
-            version = next((t["value"] for t in tags if t.get("key") == VERSION_TAG), None)
-            if version is None:
-                container = self._container_of(td)
-                version = next((e["value"] for e in container.get("environment") or []
-                                if e.get("name") == VERSION_ENV), None)
-            self._versions[td_arn] = version
+            self._versions[td_arn] = self._version_from(*self._task_definition(td_arn))
         return self._versions[td_arn]
+
+    def _version_from(self, td: dict[str, Any], tags: list[dict[str, str]]) -> str | None:
+        version = next((t["value"] for t in tags if t.get("key") == VERSION_TAG), None)
+        if version is None:
+            version = next((e["value"] for e in self._container_of(td).get("environment") or []
+                            if e.get("name") == VERSION_ENV), None)
+        return version
 
     def _container_of(self, td: dict[str, Any]) -> dict[str, Any]:
         containers = td.get("containerDefinitions") or []
@@ -246,6 +247,29 @@ class EcsPlatform(DeploymentPlatform):
             return rollout_decision(role, None, None)
         return rollout_decision(role, service, self.version_of(service.get("taskDefinition")),
                                 self._stopped_tasks(service))
+
+    async def async_rollout_status(self, role: Role) -> RolloutStatus:
+        """The trigger's view of a rollout, through the amazon provider's async (aiobotocore) client."""
+        from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+        hook = EcsHook(aws_conn_id=self.conn_id, region_name=self.region)
+        async with await hook.get_async_conn() as ecs:
+            found = await ecs.describe_services(cluster=self.cluster, services=[self.service_name(role)])
+            service = next(iter(found.get("services") or []), None)
+            if service is None or service.get("status") != "ACTIVE":
+                return rollout_decision(role, None, None)
+            td_arn = service.get("taskDefinition")
+            version = self._versions.get(td_arn)
+            if td_arn and td_arn not in self._versions:
+                described = await ecs.describe_task_definition(taskDefinition=td_arn, include=["TAGS"])
+                version = self._version_from(described["taskDefinition"], described.get("tags") or [])
+                self._versions[td_arn] = version
+            arns = (await ecs.list_tasks(cluster=self.cluster, serviceName=service["serviceName"],
+                                         desiredStatus="STOPPED")).get("taskArns") or []
+            tasks = (await ecs.describe_tasks(cluster=self.cluster, tasks=arns[:20])).get("tasks") or [] \
+                if arns else []
+        stopped = [t for t in tasks if t.get("taskDefinitionArn") == td_arn]
+        return rollout_decision(role, service, version, stopped)
 
     # ------------------------------------------------------------------------------------------ traffic
 
