@@ -256,15 +256,17 @@ class ServiceDagBuilder:
         self.start_task_id = op.task_id  # includes the task group's prefix
         return op
 
-    def finish_success(self, task_id: str, *, record: bool = True, announce: bool = True) -> FinishDeploymentOperator:
+    def finish_success(self, task_id: str, *, record: bool = True, announce: bool = True,
+                       regions: list[str] | None = None) -> FinishDeploymentOperator:
         return FinishDeploymentOperator(task_id=task_id, **self.common(), outcome="succeeded", record=record,
-                                        announce=announce, notification=self.notification(), retries=2,
-                                        retry_delay=timedelta(seconds=10))
+                                        announce=announce, notification=self.notification(), regions=regions,
+                                        retries=2, retry_delay=timedelta(seconds=10))
 
-    def finish_failure(self, task_id: str = "handle_failure") -> FinishDeploymentOperator:
+    def finish_failure(self, task_id: str = "handle_failure",
+                       regions: list[str] | None = None) -> FinishDeploymentOperator:
         return FinishDeploymentOperator(task_id=task_id, **self.common(), outcome="failed",
                                         notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED,
-                                        retries=2, retry_delay=timedelta(seconds=10))
+                                        regions=regions, retries=2, retry_delay=timedelta(seconds=10))
 
     def step(self, name: str, task_id: str | None = None) -> PipelineStepOperator | None:
         runner = self.svc.steps.get(name)

@@ -95,10 +95,11 @@ def build(b: ServiceDagBuilder) -> DAG:
                     previous_end >> deploy
                 previous_end = tasks[-1]
         with phase("communication", "Deployment log and announcement with the per-region outcome") as comms:
-            log = b.finish_success("update_deployment_log", announce=False)
-            announce = b.finish_success("internal_announcement", record=False)
+            regions = [r.name for r in mr.regions]
+            log = b.finish_success("update_deployment_log", announce=False, regions=regions)
+            announce = b.finish_success("internal_announcement", record=False, regions=regions)
             chain_phases(log, announce)
-        failure = b.finish_failure()
+        failure = b.finish_failure(regions=[r.name for r in mr.regions])
         chain_phases(start, checks, gate, rollout)
         # Only the last region's main path leads on (a region's rollback tasks end in their own states); the
         # failure handler is a sibling of the outcome record so that both stay leaves.

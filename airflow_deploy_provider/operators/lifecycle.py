@@ -267,12 +267,15 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     :param record: write the outcome to the ledger.
     :param announce: send the notification.
     :param notification: where to announce it.
+    :param regions: for a multi-region rollout, its regions in rollout order: the outcome of each regional
+        deployment (from the ledger) is recorded and shown as a table in the notification.
     """
 
     ui_color = "#ceead6"
 
     def __init__(self, *, outcome: str, record: bool = True, announce: bool = True,
-                 notification: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 notification: dict[str, Any] | None = None, regions: list[str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_choice(self.task_id, "outcome", outcome, ("succeeded", "failed"))
         if not record and not announce:
@@ -281,6 +284,7 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.record_outcome = record
         self.announce = announce
         self.notification = notification
+        self.regions = list(regions or [])
         if outcome == "failed":
             self.ui_color = "#fad2cf"
 
@@ -298,10 +302,14 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         reason = None
         if self.outcome == "failed":
             reason = self._failure_reason(context)
+        table = self.region_table() if self.regions else None
         if self.record_outcome:
             deployment = self.ledger.finish_deployment(self.deployment_id, self.outcome, reason)
             self.record("phase", f"deployment outcome: {deployment.status}" + (f" ({reason})" if reason else ""),
-                        data={"status": deployment.status})
+                        data={"status": deployment.status, **({"regions": table} if table else {})})
+            if table:
+                self.log.info("per-region outcome:\n%s", "\n".join("  ".join(f"{c:<16}" for c in row)
+                                                                  for row in table))
         if not self.announce:
             return
         if deployment.status == "rolled_back" and self.outcome == "failed":
@@ -314,9 +322,24 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             region=self.region, version=deployment.version, previous_version=deployment.previous_version,
             who=deployment.triggered_by, duration_seconds=(finished - deployment.started_at).total_seconds(),
             reason=deployment.outcome_reason or reason,
-            run_url=run_url(deployment.dag_id, deployment.run_id),
+            run_url=run_url(deployment.dag_id, deployment.run_id), table=table,
         )
         self.log.info("%s notification: %s", event, self.notify(event, message, context))
+
+    def region_table(self) -> list[list[str]]:
+        """One row per region of the rollout: its regional deployment's outcome, version and duration."""
+        regional: dict[str, Any] = {}
+        for d in self.ledger.deployments(parent_id=self.deployment_id):  # newest first: keep the latest try
+            regional.setdefault(d.region, d)
+        rows = [["region", "outcome", "version", "duration"]]
+        for region in self.regions:
+            d = regional.get(region)
+            if d is None:
+                rows.append([region, "not started", "", ""])
+                continue
+            seconds = d.duration_seconds
+            rows.append([region, d.status, d.version or "", f"{seconds / 60:.1f} min" if seconds is not None else ""])
+        return rows
 
     def _failure_reason(self, context: Any) -> str:
         """Name the failed tasks (through the task SDK, never the metadata database)."""

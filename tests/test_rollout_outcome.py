@@ -1,0 +1,40 @@
+"""The outcome of a multi-region rollout: per-region rows in the ledger event and a per-region table in the
+notification, from the regional deployments the ledger holds for the rollout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_rollout_outcome_lists_every_region(dags_folder: Path, airflow_db, ledger, slack):
+    from airflow.dag_processing.dagbag import DagBag
+
+    rollout = "deploy_pay_production/run-7"
+    ledger.start_deployment(id=rollout, service="pay", environment="production", version="2.0.0", kind="rollout")
+    for region, status in (("us-west-2", "succeeded"), ("eu-west-1", "rolled_back")):
+        ledger.start_deployment(id=f"{region}/x", service="pay", environment="production", version="2.0.0",
+                                region=region, parent_id=rollout)
+        ledger.finish_deployment(f"{region}/x", status)
+    notification = {"slack_conn_id": "slack_test", "channel": "#deploys", "events": ["failure"]}
+    (dags_folder / "outcome.py").write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow_deploy_provider.operators.lifecycle import FinishDeploymentOperator\n"
+        "with DAG('outcome', schedule=None):\n"
+        "    FinishDeploymentOperator(task_id='handle_failure', service='pay', environment='production',\n"
+        f"        deployment_id={rollout!r}, outcome='failed', notification={notification!r},\n"
+        "        regions=['us-west-2', 'eu-west-1', 'ap-southeast-1', 'us-east-1'])\n")
+    bag = DagBag(str(dags_folder))
+    assert bag.import_errors == {}
+    bag.dags["outcome"].test()
+
+    (event,) = [e for e in ledger.events(rollout, kind="phase") if "regions" in e.data]
+    assert [row[:2] for row in event.data["regions"]] == [
+        ["region", "outcome"], ["us-west-2", "succeeded"], ["eu-west-1", "rolled_back"],
+        ["ap-southeast-1", "not started"], ["us-east-1", "not started"]]
+    assert ledger.get(rollout).status == "failed"
+    import json
+
+    (text,) = [json.dumps(r["json"]) for r in slack.requests if "pay" in json.dumps(r["json"])]
+    for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"):
+        assert region in text
+    assert "not started" in text and "rolled_back" in text
