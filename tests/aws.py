@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import RoleNetwork
+
 
 class MotoServer:
     """moto in server mode on a free local port."""
@@ -201,23 +203,15 @@ class EcsController:
             ecs.stop_task(cluster=service.cluster_name, task=task["taskArn"], reason=reason)
 
 
-class EcsNetwork:
-    """What the worker would reach through the load balancer: an HTTP server answering for the stable and the
-    canary ECS service (``/stable/...``, ``/canary/...``) and the ALB (``/live/...``) with the version the
-    service runs (503 while its tasks are not all running). ``unhealthy`` versions answer 500."""
+class EcsNetwork(RoleNetwork):
+    """What the worker would reach through the load balancer: the stable and canary ECS services and the ALB,
+    answering with the version the service runs once all its tasks run (see ``RoleNetwork``)."""
 
     def __init__(self, server: MotoServer, cluster: str, service: str, region: str = "us-east-1") -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         ecs = server.client("ecs", region)
         names = {"stable": service, "canary": f"{service}-canary"}
-        self.unhealthy: set[str] = set()
-        network = self
 
         def version_of(role: str) -> str | None:
-            if role == "live":
-                return version_of("stable") or version_of("canary")
             found = ecs.describe_services(cluster=cluster, services=[names[role]])["services"]
             if not found or found[0]["status"] != "ACTIVE":
                 return None
@@ -228,33 +222,4 @@ class EcsNetwork:
             env = {e["name"]: e["value"] for e in td["containerDefinitions"][0].get("environment") or []}
             return env.get("DEPLOY_VERSION")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                role, _, rest = self.path.lstrip("/").partition("/")
-                version = version_of(role) if role in ("stable", "canary", "live") else None
-                if version is None or version in network.unhealthy:
-                    self.send_response(503 if version is None else 500)
-                    self.end_headers()
-                    return
-                if rest.startswith("metrics"):
-                    body, kind = f'deployment_version{{version="{version}"}} 1\n', "text/plain"
-                else:
-                    body, kind = json.dumps({"status": "ok", "version": version}), "application/json"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def endpoints(self) -> dict[str, str]:
-        return {role: f"http://127.0.0.1:{self.port}/{role}" for role in ("live", "stable", "canary")}
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(version_of)

@@ -123,6 +123,20 @@ def slack(monkeypatch):
     server.close()
 
 
+def wait_ready(platform, role: str, version: str, timeout: float = 10.0):
+    """Poll a platform until ``role`` runs ``version`` and its rollout is done; a failed rollout fails the test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = platform.rollout_status(role)
+        if status.done and status.version == version:
+            return status
+        assert not status.failed, status
+        time.sleep(0.05)
+    raise AssertionError(f"{role} {version} not ready: {platform.rollout_status(role)}")
+
+
 def write_service(root: Path, files: dict[str, str]) -> Path:
     """Write a service's ``.deploy`` files under ``root``; returns the service folder."""
     deploy = root / ".deploy"

@@ -21,6 +21,8 @@ from typing import Any
 import kmock
 from kmock._internal import enums
 
+from tests.servers import RoleNetwork
+
 RESOURCES = [
     ("apps/v1/deployments", "Deployment"), ("apps/v1/replicasets", "ReplicaSet"), ("v1/services", "Service"),
     ("v1/pods", "Pod"), ("v1/configmaps", "ConfigMap"), ("v1/secrets", "Secret"),
@@ -251,24 +253,17 @@ class DeploymentController:
                 self.core.patch_namespaced_pod_status(pname, ns, {"status": status}, _preload_content=False)
 
 
-class ClusterNetwork:
-    """What the worker would reach inside the cluster: an HTTP server answering for the stable, canary and
-    live Services (``/stable/...``, ``/canary/...``, ``/live/...``) as the pods of the Deployment behind each
-    would, with the version that Deployment runs (503 while it is not ready or absent)."""
+class ClusterNetwork(RoleNetwork):
+    """What the worker would reach inside the cluster: the stable and canary Services and the service's
+    entry point, answering as the pods of the Deployment behind each would (see ``RoleNetwork``)."""
 
     def __init__(self, cluster: KubeCluster, namespace: str, deployment: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         from kubernetes import client
 
         apps = client.AppsV1Api(cluster.client())
         names = {"stable": deployment, "canary": f"{deployment}-canary"}
-        self.unhealthy: set[str] = set()  # versions whose pods answer 500
-        network = self
 
         def version_of(role: str) -> str | None:
-            if role == "live":
-                return version_of("stable") or version_of("canary")
             try:
                 dep = apps.read_namespaced_deployment(names[role], namespace)
             except client.ApiException:
@@ -277,33 +272,4 @@ class ClusterNetwork:
                 return None
             return (dep.metadata.annotations or {}).get(VERSION)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                role, _, rest = self.path.lstrip("/").partition("/")
-                version = version_of(role) if role in ("stable", "canary", "live") else None
-                if version is None or version in network.unhealthy:
-                    self.send_response(503 if version is None else 500)
-                    self.end_headers()
-                    return
-                if rest.startswith("metrics"):
-                    body, kind = f'deployment_version{{version="{version}"}} 1\n', "text/plain"
-                else:
-                    body, kind = json.dumps({"status": "ok", "version": version}), "application/json"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def endpoints(self) -> dict[str, str]:
-        return {role: f"http://127.0.0.1:{self.port}/{role}" for role in ("live", "stable", "canary")}
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(version_of)

@@ -8,7 +8,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -122,3 +124,56 @@ class PrometheusServer:
             self.process.kill()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RoleNetwork:
+    """What the worker would reach through a platform's network: an HTTP server answering for the stable and
+    canary roles and the service's entry point (``/stable/...``, ``/canary/...``, ``/live/...``) with the
+    version ``version_of(role)`` says runs there (503 while nothing ready runs; 500 for ``unhealthy``
+    versions). ``/metrics`` exposes ``deployment_version``; other paths answer the health JSON."""
+
+    def __init__(self, version_of: Callable[[str], str | None]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.unhealthy: set[str] = set()
+        network = self
+
+        def live_version() -> str | None:
+            return version_of("stable") or version_of("canary")
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                role, _, rest = self.path.lstrip("/").partition("/")
+                version = None
+                if role == "live":
+                    version = live_version()
+                elif role in ("stable", "canary"):
+                    version = version_of(role)
+                if version is None or version in network.unhealthy:
+                    self.send_response(503 if version is None else 500)
+                    self.end_headers()
+                    return
+                if rest.startswith("metrics"):
+                    body, kind = f'deployment_version{{version="{version}"}} 1\n', "text/plain"
+                else:
+                    body, kind = json.dumps({"status": "ok", "version": version}), "application/json"
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def endpoints(self) -> dict[str, str]:
+        return {role: f"http://127.0.0.1:{self.port}/{role}" for role in ("live", "stable", "canary")}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

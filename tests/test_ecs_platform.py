@@ -10,6 +10,7 @@ import pytest
 from airflow_deploy_provider.platforms.base import PlatformError, Target, WorkloadSpec
 from airflow_deploy_provider.platforms.ecs.platform import MARKER_TAG, EcsPlatform
 from tests.aws import EcsController, aws_connection, create_load_balancer, moto_server, rule_weights  # noqa: F401
+from tests.conftest import wait_ready
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/checkout"
 
@@ -59,17 +60,6 @@ def make(lb, strategy: str = "canary", **settings) -> EcsPlatform:
 
 def spec(version: str, replicas: int = 4, **kw) -> WorkloadSpec:
     return WorkloadSpec(version=version, image=f"{IMAGE}:{version}", replicas=replicas, **kw)
-
-
-def wait_ready(p: EcsPlatform, role: str, version: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = p.rollout_status(role)  # type: ignore[arg-type]
-        if status.done and status.version == version:
-            return status
-        assert not status.failed, status
-        time.sleep(0.05)
-    raise AssertionError(f"{role} {version} not ready: {p.rollout_status(role)}")  # type: ignore[arg-type]
 
 
 def service(aws, name: str = "checkout") -> dict:
@@ -156,13 +146,16 @@ def test_abort_moves_traffic_back_and_removes_the_canary_without_touching_stable
 def test_trigger_path_reads_the_rollout_through_the_async_client(aws, shop):
     import asyncio
 
+    shop.controller.failures["2.0.0"] = "never-ready"  # stays IN_PROGRESS with no task running
     p = make(shop, strategy="rolling")
     p.deploy(spec("2.0.0", strategy="rolling"), "stable")
+    time.sleep(0.5)
     status = asyncio.run(make(shop).async_rollout_status("stable"))
-    assert not status.done and status.version == "2.0.0"
-    wait_ready(p, "stable", "2.0.0")
+    assert not status.done and not status.failed and status.version == "2.0.0" and status.ready == 0
+    p.deploy(spec("2.1.0", strategy="rolling"), "stable")
+    wait_ready(p, "stable", "2.1.0")
     status = asyncio.run(make(shop).async_rollout_status("stable"))
-    assert status.done and status.version == "2.0.0" and status.ready == 4
+    assert status.done and status.version == "2.1.0" and status.ready == 4
     assert asyncio.run(make(shop).async_rollout_status("canary")).reason == "NotDeployed"
 
 

@@ -16,6 +16,7 @@ from airflow_deploy_provider.platforms.kubernetes.platform import (
     MARKER_ANNOTATION,
     KubernetesPlatform,
 )
+from tests.conftest import wait_ready
 from tests.kube import DeploymentController, KubeCluster
 
 _namespaces = itertools.count(1)
@@ -50,17 +51,6 @@ def make(ns: str, router: str = "gateway-api", strategy: str = "canary", **setti
 def spec(version: str, replicas: int = 4, **kw) -> WorkloadSpec:
     return WorkloadSpec(version=version, image=f"registry.example.com/shop/checkout:{version}", replicas=replicas,
                         **kw)
-
-
-def wait_ready(p: KubernetesPlatform, role: str, version: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = p.rollout_status(role)  # type: ignore[arg-type]
-        if status.done and status.version == version:
-            return status
-        assert not status.failed, status
-        time.sleep(0.05)
-    raise AssertionError(f"{role} {version} not ready: {p.rollout_status(role)}")  # type: ignore[arg-type]
 
 
 def container(p: KubernetesPlatform, name: str) -> dict:
