@@ -221,3 +221,18 @@ def test_rollback_dag_on_ecs_reuses_the_previous_revision(payments, ledger):
     assert (rollback.version, rollback.previous_version, rollback.status) == ("1.0.0", "2.0.0", "succeeded")
     assert len(payments.aws.client("ecs").list_task_definitions(familyPrefix="payments")["taskDefinitionArns"]) \
         == count
+
+
+def test_ecs_failure_reason_reaches_the_ledger_and_the_notification(payments, ledger, slack):
+    payments.controller.failures["3.0.1"] = ("CannotPullContainerError: pull image manifest has been retried 5 "
+                                             "time(s): manifest unknown")
+    state, tasks = payments.run("deploy_payments_production", version="3.0.1")
+    assert state == "failed"
+    assert tasks["canary_deployment.wait_canary_ready"] == "failed"
+    assert tasks["canary_deployment.rollback"] == "success"
+    assert payments.seen == [(100, 0)]  # no traffic ever reached the broken version
+    assert payments.service("payments-canary")["status"] != "ACTIVE"
+    deployment = only(ledger, "3.0.1")
+    assert deployment.status == "rolled_back" and "CannotPullContainerError" in deployment.outcome_reason
+    (notice,) = [t for t in slack.texts if "3.0.1" in t and "rolled back" in t]
+    assert "CannotPullContainerError" in notice
