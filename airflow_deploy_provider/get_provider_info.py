@@ -28,6 +28,7 @@ def get_provider_info() -> dict[str, Any]:
                 "airflow_deploy_provider.operators.steps",
                 "airflow_deploy_provider.operators.migration",
                 "airflow_deploy_provider.operators.dns",
+                "airflow_deploy_provider.operators.region",
             ]},
         ],
         "sensors": [

@@ -3,7 +3,6 @@ region in the configured order, shifting GeoDNS weights as regions come up."""
 
 from __future__ import annotations
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from airflow_deploy_provider.factory.builder import ServiceDagBuilder, chain_phases, phase
@@ -16,6 +15,7 @@ from airflow_deploy_provider.factory.production import (
 )
 from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
 from airflow_deploy_provider.operators.gate import MetricGateOperator
+from airflow_deploy_provider.operators.region import RegionalRunOperator
 
 
 def build(b: ServiceDagBuilder) -> DAG:
@@ -44,7 +44,7 @@ def build(b: ServiceDagBuilder) -> DAG:
             for i, region in enumerate(mr.regions, start=1):
                 with TaskGroup(f"region_{i}_{region.name.replace('-', '_')}",
                                tooltip=f"{region.role} region {region.name}: {region.weight:g}% of global traffic"):
-                    deploy = TriggerDagRunOperator(
+                    deploy = RegionalRunOperator(
                         task_id="deploy", trigger_dag_id=f"deploy_{b.name}_production_{region.name}",
                         trigger_run_id="{{ run_id }}__" + region.name,
                         conf={"version": "{{ params.version }}", "commit": "{{ params.commit }}",
@@ -79,7 +79,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                     if policy.rollback_failed_region and len(tasks) > 1:
                         # A failure inside the regional run is rolled back by that run itself; a failure while
                         # the region is observed afterwards rolls the region back here.
-                        rollback = TriggerDagRunOperator(
+                        rollback = RegionalRunOperator(
                             task_id="rollback_region", trigger_dag_id=f"rollback_{b.name}_production_{region.name}",
                             trigger_run_id="{{ run_id }}__rollback__" + region.name,
                             conf={"reason": f"region {region.name} failed in the global rollout {{{{ run_id }}}}",
