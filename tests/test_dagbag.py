@@ -121,3 +121,10 @@ def test_provider_is_registered():
     info = providers["airflow-deploy-provider"]
     assert info.data["package-name"] == "airflow-deploy-provider"
     assert info.data["connection-types"][0]["connection-type"] == "deploy_ledger"
+
+
+def test_rollout_dns_steps_get_the_settings_the_operator_reads():
+    bag, _ = load_dagbag(DAGS)
+    task = bag.dags["deploy_payments_production"].get_task("regional_rollout.region_1_us_west_2.shift_dns_weight")
+    assert task.dns["hosted_zone_id"] == "Z0123456789ABCDEFGHIJ"
+    assert task.dns["record_name"] == "api.payments.example.com"

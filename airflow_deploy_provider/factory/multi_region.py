@@ -37,7 +37,7 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("regional_rollout", "Canary region first, then each next region, staggered; primary last") \
                 as rollout:
             previous_end = None
-            dns = mr.dns.model_dump(mode="python") if mr.dns is not None else None
+            dns = mr.dns.model_dump(mode="python", by_alias=False) if mr.dns is not None else None
             total = sum(r.weight for r in mr.regions) or 1.0
             shares = {r.name: r.weight * 100 / total for r in mr.regions}
             parent_id = "{{ dag.dag_id }}/{{ run_id }}"
