@@ -436,7 +436,8 @@ def _kubernetes_secrets(svc: ServiceFile, root: Path | None) -> Iterator[Finding
         return
     for i, secret in enumerate(svc.platform.secrets):
         for key, value in secret.data.items():
-            if (value.connection is None) == (value.variable is None):
+            # getattr: in a partly valid file an invalid source field is absent (already reported).
+            if (getattr(value, "connection", None) is None) == (getattr(value, "variable", None) is None):
                 yield Finding(("platform", "secrets", i, "data", key), f"secret value '{key}' needs exactly one of "
                               "'connection' or 'variable'", "secret-source")
 

@@ -365,28 +365,45 @@ def _partial(model: type[BaseModel], data: dict, bad: set[tuple]) -> BaseModel:
         value = data[alias]
         sub = _model_of(info.annotation, value)
         item = _list_item_model(info.annotation)
+        entry = _dict_value_model(info.annotation)
         if sub is not None and isinstance(value, dict) and () not in inner:
             values[name] = _partial(sub, value, inner)
         elif item is not None and isinstance(value, list) and () not in inner:
             # Element by element, keeping every index so that rules report the right position.
-            items: list[Any] = []
-            for i, element in enumerate(value):
-                element_bad = {loc[1:] for loc in inner if loc and loc[0] == i}
-                if not element_bad:
-                    try:
-                        items.append(item.model_validate(element))
-                        continue
-                    except ValidationError:
-                        pass
-                items.append(_partial(item, element, element_bad)
-                             if isinstance(element, dict) and () not in element_bad else None)
-            values[name] = items
+            values[name] = [_partial_element(item, element, {loc[1:] for loc in inner if loc and loc[0] == i})
+                            for i, element in enumerate(value)]
+        elif entry is not None and isinstance(value, dict) and () not in inner:
+            # Entry by entry; an entry that is wrong as a whole is left out, so rules do not see it twice.
+            kept = {key: _partial_element(entry, element, {loc[1:] for loc in inner if loc and loc[0] == key})
+                    for key, element in value.items()}
+            values[name] = {key: element for key, element in kept.items() if element is not None}
         else:
             absent.append(name)
     partial = model.model_construct(**values)
     for name in absent:  # absent, not defaulted: rules reading an invalid field are skipped
         partial.__dict__.pop(name, None)
     return partial
+
+
+def _partial_element(model: type[BaseModel], element: Any, bad: set[tuple]) -> BaseModel | None:
+    """One list element or mapping value: validated when it has no errors, else built from its valid parts
+    (``None`` when it is wrong as a whole)."""
+    if not bad:
+        try:
+            return model.model_validate(element)
+        except ValidationError:
+            pass
+    return _partial(model, element, bad) if isinstance(element, dict) and () not in bad else None
+
+
+def _dict_value_model(annotation: Any) -> type[BaseModel] | None:
+    tp = _unwrap(annotation, None)
+    if typing.get_origin(tp) is dict:
+        _, value = typing.get_args(tp)
+        value = _unwrap(value, None)
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value
+    return None
 
 
 def _list_item_model(annotation: Any) -> type[BaseModel] | None:
