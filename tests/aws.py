@@ -99,6 +99,36 @@ def create_load_balancer(server: MotoServer, name: str = "checkout", region: str
     return LoadBalancer(lb["LoadBalancerArn"], listener, rule, tgs[0], tgs[1], dimension)
 
 
+def create_stable_service(server: MotoServer, lb: LoadBalancer, name: str, image: str, version: str,
+                          env: dict[str, str] | None = None, cluster: str = "shop", replicas: int = 4) -> str:
+    """What the platform team creates for an ECS service: the cluster, a security group, the task definition
+    family (awslogs, ``DEPLOY_VERSION``) with a log line already shipped, and the stable Fargate service behind
+    the stable target group. Returns the task definition ARN."""
+    ecs, ec2, logs = server.client("ecs"), server.client("ec2"), server.client("logs")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
+    vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName=name, Description=f"{name} tasks", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=cluster)
+    environment = [{"name": k, "value": v} for k, v in {"DEPLOY_VERSION": version, **(env or {})}.items()]
+    td = ecs.register_task_definition(
+        family=name, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="512", memory="1024",
+        containerDefinitions=[{"name": name, "image": f"{image}:{version}", "cpu": 256, "memory": 512,
+                               "portMappings": [{"containerPort": 8080}], "environment": environment,
+                               "logConfiguration": {"logDriver": "awslogs", "options": {
+                                   "awslogs-group": f"/ecs/{name}", "awslogs-stream-prefix": "ecs",
+                                   "awslogs-region": "us-east-1"}}}])["taskDefinition"]["taskDefinitionArn"]
+    logs.create_log_group(logGroupName=f"/ecs/{name}")  # what the tasks' log driver would have shipped
+    logs.create_log_stream(logGroupName=f"/ecs/{name}", logStreamName=f"ecs/{name}/0f1e2d")
+    logs.put_log_events(logGroupName=f"/ecs/{name}", logStreamName=f"ecs/{name}/0f1e2d", logEvents=[
+        {"timestamp": int(time.time() * 1000), "message": "INFO listening on :8080"}])
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=replicas,
+                       launchType="FARGATE",
+                       loadBalancers=[{"targetGroupArn": lb.stable_tg, "containerName": name, "containerPort": 8080}],
+                       networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group],
+                                                                       "assignPublicIp": "DISABLED"}})
+    return td
+
+
 def rule_weights(server: MotoServer, rule_arn: str, region: str = "us-east-1") -> dict[str, int]:
     """Target group ARN -> weight of a listener rule's forward action, as the API reads it back."""
     elb = server.client("elbv2", region)

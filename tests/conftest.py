@@ -137,6 +137,23 @@ def wait_ready(platform, role: str, version: str, timeout: float = 10.0):
     raise AssertionError(f"{role} {version} not ready: {platform.rollout_status(role)}")
 
 
+# Test services announce to the ``slack`` fixture and skip the governance steps (approvals, production
+# checklist), which have their own tests: appended to a test's ``service.yaml``.
+UNGOVERNED = """\
+notifications:
+  slack: {connection: slack_test}
+approvals:
+  staging: {enabled: false}
+  production: {enabled: false}
+checklist:
+  stagingTestsPassed: false
+  securityScanClean: false
+  releaseNotes: false
+  rollbackPlan: false
+  onCallNotified: false
+"""
+
+
 def write_service(root: Path, files: dict[str, str]) -> Path:
     """Write a service's ``.deploy`` files under ``root``; returns the service folder."""
     deploy = root / ".deploy"

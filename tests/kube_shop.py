@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_service
+from tests.conftest import UNGOVERNED, write_service
 from tests.kube import ClusterNetwork, DeploymentController, KubeCluster
 from tests.prometheus_series import SCENARIOS, openmetrics
 from tests.servers import PrometheusServer
@@ -39,20 +39,9 @@ def service_files(env: str, endpoints: dict[str, str], progress_deadline: str = 
             metrics:
               provider: prometheus
               connection: prometheus_test
-            notifications:
-              slack: {{connection: slack_test}}
-            approvals:
-              staging: {{enabled: false}}
-              production: {{enabled: false}}
-            checklist:
-              stagingTestsPassed: false
-              securityScanClean: false
-              releaseNotes: false
-              rollbackPlan: false
-              onCallNotified: false
             rollback:
               monitorDuration: 1s
-            """),
+            """) + UNGOVERNED,
         "development.yaml": "environment: development\nstrategy: recreate\nreplicas: 2\n" + health,
         "staging.yaml": "environment: staging\nstrategy: bluegreen\nreplicas: 2\n" + health + textwrap.dedent("""\
             trafficSwitch: {testDuration: 1s, rollbackOnError: true}

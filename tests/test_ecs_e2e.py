@@ -16,8 +16,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.aws import EcsController, EcsNetwork, aws_connection, create_load_balancer, moto_server  # noqa: F401
-from tests.conftest import write_service
+from tests.aws import (  # noqa: F401
+    EcsController,
+    EcsNetwork,
+    aws_connection,
+    create_load_balancer,
+    create_stable_service,
+    moto_server,
+)
+from tests.conftest import UNGOVERNED, write_service
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +46,9 @@ def service_files(rule_arn: str, endpoints: dict[str, str]) -> dict[str, str]:
             metrics:
               provider: cloudwatch
               connection: aws_test
-            notifications:
-              slack: {{connection: slack_test}}
-            approvals:
-              production: {{enabled: false}}
-            checklist:
-              stagingTestsPassed: false
-              securityScanClean: false
-              releaseNotes: false
-              rollbackPlan: false
-              onCallNotified: false
             rollback:
               monitorDuration: 1s
-            """),
+            """) + UNGOVERNED,
         "production.yaml": textwrap.dedent("""\
             environment: production
             strategy: canary
@@ -85,28 +82,7 @@ class Payments:
 
         self.aws = aws
         self.lb = create_load_balancer(aws, "payments")
-        ecs, ec2 = aws.client("ecs"), aws.client("ec2")
-        subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
-        vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
-        group = ec2.create_security_group(GroupName="payments", Description="tasks", VpcId=vpc)["GroupId"]
-        ecs.create_cluster(clusterName="shop")
-        td = ecs.register_task_definition(
-            family="payments", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="512", memory="1024",
-            containerDefinitions=[{"name": "payments", "image": f"{IMAGE}:0.9.0", "cpu": 256, "memory": 512,
-                                   "environment": [{"name": "DEPLOY_VERSION", "value": "0.9.0"}],
-                                   "portMappings": [{"containerPort": 8080}],
-                                   "logConfiguration": {"logDriver": "awslogs", "options": {
-                                       "awslogs-group": "/ecs/payments", "awslogs-stream-prefix": "ecs",
-                                       "awslogs-region": "us-east-1"}}}])["taskDefinition"]["taskDefinitionArn"]
-        logs = aws.client("logs")  # what the tasks' log driver would have shipped
-        logs.create_log_group(logGroupName="/ecs/payments")
-        logs.create_log_stream(logGroupName="/ecs/payments", logStreamName="ecs/payments/0f1e2d")
-        logs.put_log_events(logGroupName="/ecs/payments", logStreamName="ecs/payments/0f1e2d", logEvents=[
-            {"timestamp": int(time.time() * 1000), "message": "INFO listening on :8080"}])
-        ecs.create_service(
-            cluster="shop", serviceName="payments", taskDefinition=td, desiredCount=4, launchType="FARGATE",
-            loadBalancers=[{"targetGroupArn": self.lb.stable_tg, "containerName": "payments", "containerPort": 8080}],
-            networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group]}})
+        create_stable_service(aws, self.lb, "payments", IMAGE, "0.9.0")
         self.controller = EcsController(aws)
         self.network = EcsNetwork(aws, "shop", "payments")
         write_service(tmp_path / "services" / "payments", service_files(self.lb.rule_arn, self.network.endpoints()))

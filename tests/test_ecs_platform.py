@@ -9,7 +9,14 @@ import pytest
 
 from airflow_deploy_provider.platforms.base import PlatformError, Target, WorkloadSpec
 from airflow_deploy_provider.platforms.ecs.platform import MARKER_TAG, EcsPlatform
-from tests.aws import EcsController, aws_connection, create_load_balancer, moto_server, rule_weights  # noqa: F401
+from tests.aws import (  # noqa: F401
+    EcsController,
+    aws_connection,
+    create_load_balancer,
+    create_stable_service,
+    moto_server,
+    rule_weights,
+)
 from tests.conftest import wait_ready
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/checkout"
@@ -26,25 +33,7 @@ def aws(moto_server, monkeypatch):  # noqa: F811
 def shop(aws):
     """Cluster ``shop``, an ALB with stable/canary target groups, and the stable service on 1.0.0."""
     lb = create_load_balancer(aws)
-    ecs, ec2 = aws.client("ecs"), aws.client("ec2")
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]]
-    vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
-    group = ec2.create_security_group(GroupName="checkout", Description="checkout tasks", VpcId=vpc)["GroupId"]
-    ecs.create_cluster(clusterName="shop")
-    td = ecs.register_task_definition(
-        family="checkout", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="512", memory="1024",
-        containerDefinitions=[{"name": "checkout", "image": f"{IMAGE}:1.0.0", "cpu": 256, "memory": 512,
-                               "portMappings": [{"containerPort": 8080}],
-                               "environment": [{"name": "DEPLOY_VERSION", "value": "1.0.0"},
-                                               {"name": "LOG_LEVEL", "value": "info"}],
-                               "logConfiguration": {"logDriver": "awslogs", "options": {
-                                   "awslogs-group": "/ecs/checkout", "awslogs-stream-prefix": "ecs",
-                                   "awslogs-region": "us-east-1"}}}])["taskDefinition"]["taskDefinitionArn"]
-    ecs.create_service(cluster="shop", serviceName="checkout", taskDefinition=td, desiredCount=4,
-                       launchType="FARGATE", loadBalancers=[{"targetGroupArn": lb.stable_tg, "containerName": "checkout",
-                                                             "containerPort": 8080}],
-                       networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group],
-                                                                       "assignPublicIp": "DISABLED"}})
+    create_stable_service(aws, lb, "checkout", IMAGE, "1.0.0", env={"LOG_LEVEL": "info"})
     controller = EcsController(aws)
     lb.controller = controller  # type: ignore[attr-defined]  # tests add failures to it
     yield lb

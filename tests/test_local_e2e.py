@@ -23,7 +23,7 @@ from airflow_deploy_provider.platforms.base import Target
 from airflow_deploy_provider.platforms.local import platform as local
 from airflow_deploy_provider.platforms.local.platform import LocalPlatform
 from airflow_deploy_provider.platforms.local.state import free_port
-from tests.conftest import write_service
+from tests.conftest import UNGOVERNED, write_service
 
 pytestmark = pytest.mark.slow
 
@@ -41,24 +41,13 @@ def service_files(port: int) -> dict[str, str]:
               port: {port}
               env:
                 DEMO_FAULTS: '{json.dumps(FAULTS)}'
-            notifications:
-              slack: {{connection: slack_test}}
-            approvals:
-              staging: {{enabled: false}}
-              production: {{enabled: false}}
-            checklist:
-              stagingTestsPassed: false
-              securityScanClean: false
-              releaseNotes: false
-              rollbackPlan: false
-              onCallNotified: false
             tests:
               integration:
                 command: [python, -c, "import sys, urllib.request; sys.exit(urllib.request.urlopen(sys.argv[1] + '/api').status != 200)", "{{url}}"]
                 timeout: 30s
             rollback:
               monitorDuration: 2s
-            """),
+            """) + UNGOVERNED,
         "development.yaml": "environment: development\nstrategy: recreate\nreplicas: 1\n" + common_health,
         "staging.yaml": "environment: staging\nstrategy: bluegreen\nreplicas: 2\n" + common_health + textwrap.dedent("""\
             trafficSwitch:

@@ -273,11 +273,13 @@ class EcsPlatform(DeploymentPlatform):
 
     # ------------------------------------------------------------------------------------------ traffic
 
-    def target_groups(self) -> dict[str, str]:
+    def target_groups(self, rule: dict[str, Any] | None = None) -> dict[str, str]:
+        """The stable and canary target groups: configured, or the forward action of ``rule`` (read when not
+        given), stable first."""
         configured = self.settings.get("target_groups")
         if configured:
             return {"stable": configured["stable"], "canary": configured["canary"]}
-        groups = [g["TargetGroupArn"] for g in self._forward(self._rule()).get("TargetGroups") or []]
+        groups = [g["TargetGroupArn"] for g in self._forward(rule or self._rule()).get("TargetGroups") or []]
         if len(groups) < 2:
             raise PlatformError(f"listener rule {self.rule_arn} forwards to {len(groups)} target group(s); it needs "
                                 "the stable and the canary target group (docs/ecs.md)", reason="RouterNotFound")
@@ -302,16 +304,17 @@ class EcsPlatform(DeploymentPlatform):
 
     def traffic_weight(self) -> int:
         """The canary target group's share of the rule's weights, in percent."""
-        groups = self.target_groups()
+        rule = self._rule()
+        groups = self.target_groups(rule)
         weights = {g["TargetGroupArn"]: int(g.get("Weight", 1)) for g in
-                   self._forward(self._rule()).get("TargetGroups") or []}
+                   self._forward(rule).get("TargetGroups") or []}
         total = sum(weights.values())
         return round(100 * weights.get(groups["canary"], 0) / total) if total else 0
 
     def _set_weight(self, canary_weight: int) -> None:
         rule = self._rule()
         forward = self._forward(rule)
-        groups = self.target_groups()
+        groups = self.target_groups(rule)
         wanted = {groups["stable"]: 100 - canary_weight, groups["canary"]: canary_weight}
         current = {g["TargetGroupArn"]: int(g.get("Weight", 1)) for g in forward.get("TargetGroups") or []}
         if current == wanted:
