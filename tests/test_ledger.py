@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 
 from airflow_deploy_provider.ledger import schema
 from airflow_deploy_provider.ledger.hook import DeploymentLedgerHook, get_ledger
-from airflow_deploy_provider.ledger.store import DeploymentLedger
+from airflow_deploy_provider.ledger.store import REPLACED, DeploymentLedger
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -44,6 +44,26 @@ def check_queries(ledger: DeploymentLedger) -> None:
     assert [d.id for d in ledger.deployments("shop", "production")] == ["d/7", "d/6", "d/4", "d/2"]
     assert ledger.get("d/4").status == "rolled_back"
     assert ledger.get("d/2").duration_seconds == 20 * 60
+
+    # A rollback of production 1.1 (d/6) to 1.0: it replaced d/6, which is then recorded as rolled back (what the
+    # rollback's finish task does). A second rollback must not go back to 1.1; 1.1 still counts as having passed
+    # (it completed before it was replaced), unlike 1.3, which was rolled back during its own rollout.
+    ledger.finish_deployment("d/7", "failed")
+    ledger.start_deployment(id="d/8", service="shop", environment="production", version="1.0", kind="rollback",
+                            previous_version="1.1", started_at=T0 + timedelta(hours=7))
+    assert ledger.replaced_by(ledger.get("d/8")).id == "d/6"
+    ledger.finish_deployment("d/8", "succeeded", finished_at=T0 + timedelta(hours=7, minutes=5))
+    ledger.record_event("d/6", REPLACED, "rolled back to 1.0 by d/8", data={"by": "d/8"})
+    ledger.finish_deployment("d/6", "rolled_back", "rolled back to 1.0 by d/8", finished_at=ledger.get("d/6").finished_at)
+    assert ledger.last_stable_version("shop", "production") == "1.0"
+    assert ledger.last_stable_version("shop", "production", exclude_version="1.0") is None
+    assert ledger.has_passed("shop", "production", "1.1")
+    ledger.start_deployment(id="d/9", service="shop", environment="production", version="1.3",
+                            started_at=T0 + timedelta(hours=8))
+    ledger.finish_deployment("d/9", "rolled_back", "gate failed")
+    assert not ledger.has_passed("shop", "production", "1.3")
+    assert ledger.versions_passed("shop", "production") == ["1.0", "1.1"]
+    assert ledger.replaced_by(ledger.get("d/2")) is None  # not a rollback: nothing replaced
 
 
 def test_sqlite_queries(tmp_path):

@@ -290,7 +290,10 @@ def test_rollback_dag_restores_the_last_stable_version(shop, ledger):
     assert shop.platform("production").traffic().stable_version == "1.0.0"
     assert ledger.last_stable_version("shop", "production") == "1.0.0"
     assert [e.kind for e in ledger.events(rollback.id, kind="incident")] == ["incident"]
-    # a chosen version that succeeded before
+    # the deployment it replaced is recorded as rolled back (no longer a stable version to go back to)
+    replaced = [d for d in ledger.deployments("shop", "production") if d.version == "2.0.0"][0]
+    assert replaced.status == "rolled_back" and replaced.outcome_reason.startswith(f"rolled back to 1.0.0 by {rollback.id}")
+    # a chosen version that completed before (even though it was rolled back since)
     state, tasks = shop.run("rollback_shop_production", reason="back to 2.0.0", target_version="2.0.0")
     assert state == "success", tasks
     assert shop.platform("production").traffic().stable_version == "2.0.0"

@@ -10,8 +10,10 @@ ap-southeast-1 25%, us-east-1 primary 40%; every Route53 weight starts at 25):
 
 * ``mrok``: every region succeeds (triggered with the version only, as a person would);
 * ``mrstop``: 2.0.0 fails every request in eu-west-1, so that region's own run fails its watch and restores
-  1.0.0; ``stopOnRegionFailure: true``: the rollout stops there;
-* ``mrgo``: the same failure with ``stopOnRegionFailure: false``: the later regions still deploy.
+  1.0.0 (the rollout starts no second rollback); ``stopOnRegionFailure: true``: the rollout stops there;
+* ``mrgo``: eu-west-1's own run succeeds, then 2.0.0 starts failing there (the test turns the fault on) while the
+  rollout watches the region: the rollout rolls the region back through its rollback DAG and drains its DNS
+  weight; ``stopOnRegionFailure: false``: the later regions still deploy, after that.
 
 eu-west-1 of the failing services first runs 1.0.0 (deployed through its regional DAG): what the failed
 region returns to.
@@ -38,10 +40,7 @@ import requests
 from tests.airflow_server import AirflowServer
 from tests.aws import MotoServer
 
-# Skipped until the global rollout DAG stops rolling back regions whose own run already failed (rollback_region
-# fires on upstream_failed; see the issue-5 session note). Un-skip with that fix.
-pytestmark = [pytest.mark.slow, pytest.mark.skip(reason="global rollout: rollback_region/move_dns_weight fire on "
-                                                        "upstream_failed (open in issue 5)")]
+pytestmark = pytest.mark.slow
 
 REGIONS = [("us-west-2", "canary", 10), ("eu-west-1", "secondary", 25), ("ap-southeast-1", "secondary", 25),
            ("us-east-1", "primary", 40)]
@@ -60,7 +59,7 @@ RUN_TIMEOUT = 480  # seconds per wait; pytest-timeout (600 s per test, set-up in
 class Service:
     name: str
     stop_on_region_failure: bool
-    failing: bool
+    failure: str | None  # in eu-west-1: "own-run" (its regional run fails) or "after-run" (the rollout's watch)
     conf: dict[str, Any]
     zone: str = ""
 
@@ -89,9 +88,9 @@ class Service:
 
 def services() -> dict[str, Service]:
     with_commit = {"version": NEW, "commit": COMMIT, "reason": "multi-region e2e"}
-    return {s.name: s for s in (Service("mrok", True, False, {"version": NEW}),
-                                Service("mrstop", True, True, with_commit),
-                                Service("mrgo", False, True, with_commit))}
+    return {s.name: s for s in (Service("mrok", True, None, {"version": NEW}),
+                                Service("mrstop", True, "own-run", with_commit),
+                                Service("mrgo", False, "after-run", with_commit))}
 
 
 # A replica: the demo app, with the faults of its region (``{region}`` in the platform command).
@@ -107,7 +106,7 @@ APP = textwrap.dedent("""\
 
 
 def service_files(svc: Service) -> dict[str, str]:
-    faults = {FAILING: {NEW: {"error_rate": 1.0}}} if svc.failing else {}
+    faults = {FAILING: {NEW: {"error_rate": 1.0}}} if svc.failure == "own-run" else {}
     regions = "".join(f"  - {{name: {name}, role: {role}, weight: {weight}%, waitTime: 3s}}\n"
                       for name, role, weight in REGIONS)
     return {
@@ -191,6 +190,35 @@ class Traffic:
             thread.join(5)
 
 
+class FaultAfterRegionalRun(threading.Thread):
+    """Turns 2.0.0's fault on in a region once the region's own run of the rollout has succeeded (its ledger row),
+    before the rollout's watch of the region starts: every replica serving then answers 500."""
+
+    def __init__(self, ledger_url: str, state_root: Path, svc: Service, region: str) -> None:
+        super().__init__(daemon=True, name=f"fault-{svc.name}")
+        self.ledger_url, self.state = ledger_url, state_root / f"{svc.name}-production-{region}" / "state.json"
+        self.parent_id, self.region = svc.parent_id, region
+        self.stop_event = threading.Event()
+        self.injected: list[int] = []  # replica ports
+
+    def run(self) -> None:
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+        ledger = DeploymentLedger.from_url(self.ledger_url)
+        while not self.stop_event.wait(0.2):
+            with contextlib.suppress(Exception):  # the ledger's tables appear with the first deployment
+                rows = ledger.deployments(parent_id=self.parent_id, region=self.region)
+                if rows and rows[0].status == "succeeded":
+                    break
+        else:
+            return
+        replicas = json.loads(self.state.read_text())["roles"]["stable"]["replicas"]
+        for replica in replicas:
+            requests.post(f"http://127.0.0.1:{replica['port']}/_demo/faults", json={"error_rate": 1.0},
+                          timeout=5).raise_for_status()
+            self.injected.append(replica["port"])
+
+
 @dataclass
 class Rollouts:
     """The running Airflow with the three rollouts triggered, and what the tests read."""
@@ -201,6 +229,7 @@ class Rollouts:
     services: dict[str, Service]
     started: float
     finished: dict[str, float] = field(default_factory=dict)
+    faults: dict[str, FaultAfterRegionalRun] = field(default_factory=dict)
 
     def wait(self, name: str) -> tuple[Service, dict[str, Any]]:
         svc = self.services[name]
@@ -298,10 +327,14 @@ def rollouts(tmp_path_factory):
                                  f"register_deploy_dags(globals(), roots=[{str(root)!r}])\n")
         airflow.start()
         traffic = Traffic(airflow.home / "deploy-local")
+        for svc in result.services.values():
+            if svc.failure == "after-run":
+                result.faults[svc.name] = FaultAfterRegionalRun(ledger_url, airflow.home / "deploy-local", svc, FAILING)
+                result.faults[svc.name].start()
         airflow.wait_for_dags([d for svc in result.services.values() for d in svc.dag_ids()])
         waiting = []
         for svc in result.services.values():
-            if svc.failing:
+            if svc.failure:
                 airflow.trigger(svc.regional(FAILING), conf={"version": OLD}, run_id="e2e_first")
                 waiting.append(svc)
             else:
@@ -312,6 +345,8 @@ def rollouts(tmp_path_factory):
             airflow.trigger(svc.dag_id, conf=svc.conf, run_id=RUN_ID)
         yield result
     finally:
+        for fault in result.faults.values():
+            fault.stop_event.set()
         if traffic is not None:
             traffic.stop()
         print(f"\nmulti-region e2e: {time.monotonic() - started:.0f}s in all; rollouts done after "
@@ -364,8 +399,9 @@ def test_four_regions_roll_out_in_order(rollouts):
     for region in NAMES:
         for task in ("deploy", "observe", "shift_dns_weight"):
             assert states[f"{group(region)}.{task}"] == "success", (region, task, states)
-        for task in ("rollback_region", "move_dns_weight"):
+        for task in ("if_region_failed", "rollback_region", "move_dns_weight"):
             assert states[f"{group(region)}.{task}"] == "skipped", (region, task, states)
+    assert states["outcome.all_regions_succeeded"] == "success"
 
     # Each region's DAG ran once, successfully, one region after the other in the configured order; nothing
     # was rolled back; every region serves 2.0.0.
@@ -406,24 +442,29 @@ def test_failed_region_stops_the_rollout(rollouts):
     states = airflow.task_states(svc.dag_id, RUN_ID)
     assert states[f"{group('us-west-2')}.shift_dns_weight"] == "success", explain()
     assert states[f"{group(FAILING)}.deploy"] == "failed", explain()
+    # its own run already rolled it back: the rollout only moves its DNS weight, it starts no second rollback
+    assert states[f"{group(FAILING)}.if_region_failed"] == "success", explain()
+    assert states[f"{group(FAILING)}.rollback_region"] == "skipped", explain()
     assert states[f"{group(FAILING)}.move_dns_weight"] == "success", explain()
+    assert states["outcome.all_regions_succeeded"] == "failed", explain()
     assert states["handle_failure"] == "success", explain()
     assert states["communication.update_deployment_log"] != "success", explain()
 
-    # eu-west-1's own run failed its watch and restored 1.0.0 (a rollback run of the region, if the rollout
-    # starts one, must succeed and leave 1.0.0).
+    # eu-west-1's own run failed its watch and restored 1.0.0.
     eu = airflow.dag_run(svc.regional(FAILING), f"{RUN_ID}__{FAILING}")
     assert eu is not None and eu["state"] == "failed", explain()
     eu_states = airflow.task_states(svc.regional(FAILING), f"{RUN_ID}__{FAILING}")
     assert eu_states["monitoring_and_alerting.watch_metrics"] == "failed", eu_states
     assert eu_states["monitoring_and_alerting.restore_previous_version"] == "success", eu_states
-    assert all(r["state"] == "success" for r in airflow.dag_runs(svc.rollback(FAILING))), explain()
+    assert airflow.dag_runs(svc.rollback(FAILING)) == [], explain()
     assert rollouts.serving("mrstop", FAILING) == OLD
     assert rollouts.serving("mrstop", "us-west-2") == NEW
 
     # The later regions were left untouched: no regional run, no rollback run, nothing deployed.
     for region in LATER:
         assert states[f"{group(region)}.deploy"] in ("upstream_failed", "skipped"), explain()
+        for task in ("rollback_region", "move_dns_weight"):
+            assert states[f"{group(region)}.{task}"] == "skipped", (region, task, explain())
         assert airflow.dag_runs(svc.regional(region)) == [], region
         assert airflow.dag_runs(svc.rollback(region)) == [], (region, explain())
         assert rollouts.serving("mrstop", region) is None, region
@@ -442,38 +483,46 @@ def test_failed_region_stops_the_rollout(rollouts):
                                                "ap-southeast-1": "not started", "us-east-1": "not started"}
 
 
-def test_failed_region_with_rollout_continuing(rollouts):
+def test_region_failing_after_its_run_is_rolled_back_and_the_rollout_continues(rollouts):
     svc, run = rollouts.wait("mrgo")
     airflow = rollouts.airflow
     explain = lambda: rollouts.explain("mrgo", *NAMES)  # noqa: E731
+    assert rollouts.faults["mrgo"].injected, "the fault was never turned on"
     states = airflow.task_states(svc.dag_id, RUN_ID)
-    assert states[f"{group(FAILING)}.deploy"] == "failed", explain()
-    assert states[f"{group(FAILING)}.move_dns_weight"] == "success", explain()
+    # eu-west-1's own run succeeded; the rollout's watch of the region failed; the rollout rolled the region back
+    # through its rollback DAG and moved its DNS weight
+    assert states[f"{group(FAILING)}.deploy"] == "success", explain()
+    assert states[f"{group(FAILING)}.observe"] == "failed", explain()
+    for task in ("if_region_failed", "rollback_region", "move_dns_weight"):
+        assert states[f"{group(FAILING)}.{task}"] == "success", (task, explain())
     for region in LATER:
         for task in ("deploy", "observe", "shift_dns_weight"):
             assert states[f"{group(region)}.{task}"] == "success", (region, task, explain())
+    # not every region runs 2.0.0: the rollout failed, though the later regions deployed
+    assert states["outcome.all_regions_succeeded"] == "failed", explain()
+    assert run["state"] == "failed" and states["handle_failure"] == "success", explain()
 
-    # The later regions deployed 2.0.0 after eu-west-1 failed; eu-west-1 is back on 1.0.0.
     for region in NAMES:
         regional = airflow.dag_run(svc.regional(region), f"{RUN_ID}__{region}")
-        assert regional is not None, (region, explain())
-        assert regional["state"] == ("failed" if region == FAILING else "success"), (region, explain())
+        assert regional is not None and regional["state"] == "success", (region, explain())
         assert rollouts.serving("mrgo", region) == (OLD if region == FAILING else NEW), region
-    assert all(r["state"] == "success" for r in airflow.dag_runs(svc.rollback(FAILING))), explain()
-    eu = airflow.dag_run(svc.regional(FAILING), f"{RUN_ID}__{FAILING}")
+    (rollback,) = airflow.dag_runs(svc.rollback(FAILING))
+    assert rollback["dag_run_id"] == f"{RUN_ID}__rollback__{FAILING}" and rollback["state"] == "success", explain()
+    for region in ("us-west-2", *LATER):
+        assert airflow.dag_runs(svc.rollback(region)) == [], region
+    # the later regions started once eu-west-1 was rolled back and drained
     later = airflow.dag_run(svc.regional(LATER[0]), f"{RUN_ID}__{LATER[0]}")
-    assert when(eu["end_date"]) <= when(later["start_date"])
+    assert when(rollback["end_date"]) <= when(later["start_date"]), (rollback, later)
 
-    # The later regions' DNS steps keep the failed region drained.
+    # eu-west-1 stays drained through the later regions' DNS steps.
     weights = rollouts.weights("mrgo")
     assert_drained(weights, FAILING)
     assert last_dns_weights(rollouts, "mrgo") == weights
-    assert states[f"{group('us-east-1')}.shift_dns_weight"] == "success"
 
+    # The rollback replaced the region's 2.0.0 deployment: recorded as rolled back, by the rollback run.
     rows = rollouts.regional_rows("mrgo")
     assert {r: d.status for r, d in rows.items()} == {
         "us-west-2": "succeeded", FAILING: "rolled_back", "ap-southeast-1": "succeeded", "us-east-1": "succeeded"}
+    assert f"by {svc.rollback(FAILING)}/" in rows[FAILING].outcome_reason, rows[FAILING]
     assert rollouts.region_table("mrgo") == {r: d.status for r, d in rows.items()}
-    # The run's state and the rollout's recorded outcome agree.
-    outcome = rollouts.ledger().get(svc.parent_id).status
-    assert (run["state"], outcome) in (("success", "succeeded"), ("failed", "failed")), (run["state"], outcome)
+    assert rollouts.ledger().get(svc.parent_id).status == "failed"

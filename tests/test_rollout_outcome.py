@@ -38,3 +38,20 @@ def test_rollout_outcome_lists_every_region(dags_folder: Path, airflow_db, ledge
     for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"):
         assert region in text
     assert "not started" in text and "rolled_back" in text
+
+
+def test_rollout_previous_version_is_the_last_complete_rollout(ledger):
+    from airflow_deploy_provider.operators.lifecycle import StartDeploymentOperator
+
+    for run, version, status in (("r1", "1.0.0", "succeeded"), ("r2", "1.5.0", "failed")):
+        rollout = f"deploy_pay_production/{run}"
+        ledger.start_deployment(id=rollout, service="pay", environment="production", version=version, kind="rollout")
+        ledger.start_deployment(id=f"{run}/us-west-2", service="pay", environment="production", version=version,
+                                region="us-west-2", parent_id=rollout)
+        ledger.finish_deployment(f"{run}/us-west-2", "succeeded")
+        ledger.finish_deployment(rollout, status)
+    start = StartDeploymentOperator(task_id="start_deployment", service="pay", environment="production",
+                                    kind="rollout", image_repository="pay", tag_template="{version}", version="2.0.0")
+    release = start.resolve()
+    # 1.5.0 reached a region but the rollout failed: 1.0.0 is what the last complete rollout deployed
+    assert (release["version"], release["previous_version"]) == ("2.0.0", "1.0.0")

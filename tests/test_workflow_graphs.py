@@ -174,7 +174,29 @@ def test_multi_region_rollout(checkout_dags):
     # stopOnRegionFailure: each next region needs the previous one to succeed
     assert all(rule(dag.task_dict[t]) == "all_success" for t in deploys)
     rollback = dag.task_dict["regional_rollout.region_2_eu_west_1.rollback_region"]
-    assert rollback.trigger_dag_id == "rollback_checkout_production_eu-west-1" and rule(rollback) == "one_failed"
+    assert rollback.trigger_dag_id == "rollback_checkout_production_eu-west-1"
+
+
+def test_multi_region_failure_handling():
+    dag = build_service_dags(load_service(SERVICES / "payments" / ".deploy").config)["deploy_payments_production"]
+    # A failed region: a branch on its ledger row (not the trigger rule, which upstream_failed also sets off)
+    # chooses its rollback and the move of its DNS weight.
+    group = "regional_rollout.region_2_eu_west_1"
+    decide = dag.task_dict[f"{group}.if_region_failed"]
+    assert rule(decide) == "one_failed" and decide.region == "eu-west-1"
+    assert set(decide.upstream_task_ids) == {f"{group}.deploy", f"{group}.observe", f"{group}.shift_dns_weight"}
+    assert set(decide.downstream_task_ids) == {f"{group}.rollback_region", f"{group}.move_dns_weight"}
+    rollback = dag.task_dict[f"{group}.rollback_region"]
+    assert rollback.trigger_dag_id == "rollback_payments_production_eu-west-1" and rule(rollback) == "all_success"
+    assert dag.task_dict[f"{group}.move_dns_weight"].drain == ["eu-west-1"]
+    # stopOnRegionFailure: the next region needs this region's main path only
+    assert dag.task_dict["regional_rollout.region_3_ap_southeast_1.deploy"].upstream_task_ids == {
+        f"{group}.shift_dns_weight"}
+    # The verdict waits for every region, failure handling included, and leads to the outcome or the failure.
+    verdict = dag.task_dict["outcome.all_regions_succeeded"]
+    assert rule(verdict) == "all_done"
+    assert {f"{group}.rollback_region", f"{group}.move_dns_weight"} <= verdict.upstream_task_ids
+    assert {"communication.update_deployment_log", "handle_failure"} <= verdict.downstream_task_ids
 
 
 def test_hotfix_workflow(checkout_dags):

@@ -15,7 +15,14 @@ from airflow_deploy_provider.factory.production import (
 )
 from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
 from airflow_deploy_provider.operators.gate import MetricGateOperator
-from airflow_deploy_provider.operators.region import RegionalRunOperator
+from airflow_deploy_provider.operators.region import (
+    RegionalRunOperator,
+    RegionFailureBranchOperator,
+    RolloutVerdictOperator,
+)
+
+#: Seconds between checks of a regional run's state (in the triggerer: no worker slot is held).
+REGIONAL_POKE_SECONDS = 5
 
 
 def build(b: ServiceDagBuilder) -> DAG:
@@ -36,7 +43,8 @@ def build(b: ServiceDagBuilder) -> DAG:
             approval_gate(b)
         with phase("regional_rollout", "Canary region first, then each next region, staggered; primary last") \
                 as rollout:
-            previous_end = None
+            previous_end: list = []
+            main_ends = []
             dns = mr.dns.model_dump(mode="python", by_alias=False) if mr.dns is not None else None
             total = sum(r.weight for r in mr.regions) or 1.0
             shares = {r.name: r.weight * 100 / total for r in mr.regions}
@@ -48,10 +56,10 @@ def build(b: ServiceDagBuilder) -> DAG:
                         task_id="deploy", trigger_dag_id=f"deploy_{b.name}_production_{region.name}",
                         trigger_run_id="{{ run_id }}__" + region.name,
                         conf={"version": "{{ params.version }}", "commit": "{{ params.commit }}",
-                              "reason": "{{ params.reason }}", "parent_id": "{{ dag.dag_id }}/{{ run_id }}"},
-                        wait_for_completion=True, deferrable=True, poke_interval=15,
+                              "reason": "{{ params.reason }}", "parent_id": parent_id},
+                        wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
                         allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True,
-                        trigger_rule=TriggerRule.ALL_SUCCESS if policy.stop_on_region_failure or previous_end is None
+                        trigger_rule=TriggerRule.ALL_SUCCESS if policy.stop_on_region_failure or not previous_end
                         else TriggerRule.ALL_DONE)
                     deploy.expected_duration = expected[region.name]
                     deploy.describe = _describe_region(region.name, b.name)
@@ -76,24 +84,16 @@ def build(b: ServiceDagBuilder) -> DAG:
                             task_id="shift_dns_weight", **b.common(), dns=dns, weights=shares,
                             failed_regions_of=parent_id, deferrable=b.deferrable))
                     chain_phases(*tasks)
-                    if policy.rollback_failed_region and len(tasks) > 1:
-                        # A failure inside the regional run is rolled back by that run itself; a failure while
-                        # the region is observed afterwards rolls the region back here.
-                        rollback = RegionalRunOperator(
-                            task_id="rollback_region", trigger_dag_id=f"rollback_{b.name}_production_{region.name}",
-                            trigger_run_id="{{ run_id }}__rollback__" + region.name,
-                            conf={"reason": f"region {region.name} failed in the global rollout {{{{ run_id }}}}",
-                                  "trigger": "manual"},
-                            wait_for_completion=True, deferrable=True, poke_interval=15,
-                            skip_when_already_exists=True, trigger_rule=TriggerRule.ONE_FAILED)
-                        tasks[1:] >> rollback
-                        if mr.dns is not None:
-                            rollback >> RegionDnsWeightOperator(
-                                task_id="move_dns_weight", **b.common(), dns=dns, weights=shares,
-                                drain=[region.name], failed_regions_of=parent_id, deferrable=b.deferrable)
-                if previous_end is not None:
+                    handling = _failure_handling(b, region.name, tasks, dns, shares, parent_id)
+                    main_ends.append(tasks[-1])
+                if previous_end:
                     previous_end >> deploy
-                previous_end = tasks[-1]
+                # Halting: the next region needs this one's main path to succeed. Continuing: it starts once this
+                # region is done, its failure handled (rolled back, drained) first.
+                previous_end = [tasks[-1]] if policy.stop_on_region_failure else [tasks[-1], *handling]
+        with phase("outcome", "Every region succeeded? Per-region outcome from the ledger") as outcome:
+            verdict = RolloutVerdictOperator(task_id="all_regions_succeeded", **b.common(),
+                                             regions=[r.name for r in mr.regions], trigger_rule=TriggerRule.ALL_DONE)
         with phase("communication", "Deployment log and announcement with the per-region outcome") as comms:
             regions = [r.name for r in mr.regions]
             log = b.finish_success("update_deployment_log", announce=False, regions=regions)
@@ -101,10 +101,44 @@ def build(b: ServiceDagBuilder) -> DAG:
             chain_phases(log, announce)
         failure = b.finish_failure(regions=[r.name for r in mr.regions])
         chain_phases(start, checks, gate, rollout)
-        # Only the last region's main path leads on (a region's rollback tasks end in their own states); the
-        # failure handler is a sibling of the outcome record so that both stay leaves.
-        chain_phases(previous_end, [comms, failure])
+        # The verdict waits for every region, failure handling included; the failure handler is a sibling of
+        # the outcome record so that both stay leaves.
+        rollout >> verdict
+        main_ends >> verdict
+        chain_phases(outcome, [comms, failure])
     return b.finalize(dag, "multi-region")
+
+
+def _failure_handling(b: ServiceDagBuilder, region: str, tasks: list, dns: dict | None, shares: dict[str, float],
+                      parent_id: str) -> list:
+    """What runs when the region fails: a branch that reads the region's deployment in the ledger, then the
+    region's rollback (when it runs the new version) and the move of its DNS weight to the healthy regions."""
+    policy = b.config.multi_region.failure_policy
+    if not policy.rollback_failed_region:
+        return []  # later regions' DNS steps still drain it: the ledger knows it failed
+    rollback = None
+    if len(tasks) > 1:
+        # A failure inside the regional run is rolled back by that run itself; one found afterwards (the
+        # rollout's watch of the region, its DNS step) is rolled back here.
+        rollback = RegionalRunOperator(
+            task_id="rollback_region", trigger_dag_id=f"rollback_{b.name}_production_{region}",
+            trigger_run_id="{{ run_id }}__rollback__" + region,
+            conf={"reason": f"region {region} failed in the global rollout {{{{ run_id }}}}", "trigger": "manual"},
+            wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
+            allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
+    drain = None
+    if dns is not None:
+        drain = RegionDnsWeightOperator(task_id="move_dns_weight", **b.common(), dns=dns, weights=shares,
+                                        drain=[region], failed_regions_of=parent_id, deferrable=b.deferrable)
+    chosen = [t for t in (rollback, drain) if t is not None]
+    if not chosen:
+        return []
+    decide = RegionFailureBranchOperator(
+        task_id="if_region_failed", **{**b.common(), "region": region}, trigger_rule=TriggerRule.ONE_FAILED,
+        rollback_task_id=rollback.task_id if rollback else None, drain_task_id=drain.task_id if drain else None)
+    tasks >> decide
+    decide >> chosen
+    return chosen
 
 
 def _describe_region(region: str, service: str):

@@ -11,6 +11,7 @@ from airflow.sdk import DAG
 from airflow_deploy_provider.config.types import format_duration
 
 FAILURE_RULES = {"one_failed", "all_failed"}
+ALWAYS_RULES = {"all_done", "always", "one_done", "all_done_setup_success"}
 
 
 @dataclass
@@ -74,15 +75,20 @@ def topological(dag: DAG) -> list[Any]:
 def plan_dag(dag: DAG) -> Plan:
     tasks = topological(dag)
     planned: list[PlannedTask] = []
+    failure_only: set[str] = set()
     for task in tasks:
         rule = str(getattr(task.trigger_rule, "value", task.trigger_rule))
+        # A failure handler's own tasks (what a branch on failure chooses) are on the failure path too.
+        if rule in FAILURE_RULES or (rule not in ALWAYS_RULES and task.upstream_task_ids
+                                     and task.upstream_task_ids <= failure_only):
+            failure_only.add(task.task_id)
         group = task.task_group.group_id if task.task_group is not None and task.task_group.group_id else None
         describe = getattr(task, "describe", None)
         description = describe() if callable(describe) else _generic_description(task)
         planned.append(PlannedTask(
             task_id=task.task_id, group=group, label=task.task_id.rsplit(".", 1)[-1], description=description,
             expected=getattr(task, "expected_duration", timedelta(seconds=2)),
-            upstream=sorted(task.upstream_task_ids), trigger_rule=rule, on_failure=rule in FAILURE_RULES,
+            upstream=sorted(task.upstream_task_ids), trigger_rule=rule, on_failure=task.task_id in failure_only,
             waits_for_people=bool(getattr(task, "waits_for_people", False)), operator=type(task).__name__))
     # Longest path through the tasks a successful run executes.
     finish: dict[str, timedelta] = {}
@@ -106,7 +112,7 @@ def plan_dag(dag: DAG) -> Plan:
 
 
 def _generic_description(task: Any) -> str:
-    if task.task_type == "TriggerDagRunOperator":
+    if getattr(task, "trigger_dag_id", None):
         wait = "and wait for it" if getattr(task, "wait_for_completion", False) else "without waiting"
         return f"run {task.trigger_dag_id} {wait}"
     doc = (type(task).__doc__ or task.task_type).strip().splitlines()[0]

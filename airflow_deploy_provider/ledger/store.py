@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, insert, select, update
+from sqlalchemy import Engine, and_, create_engine, event, exists, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +21,8 @@ from airflow_deploy_provider.ledger import schema
 from airflow_deploy_provider.ledger.schema import deployments, events, migration_runs
 
 OUTCOMES = ("succeeded", "rolled_back", "failed")
+#: Event kind on a deployment that completed and was later replaced by a rollback (its status: rolled_back).
+REPLACED = "replaced"
 # Which status may replace which: an outcome is final except that a failed run may still be rolled back.
 _TRANSITIONS = {
     "running": {"succeeded", "rolled_back", "failed"},
@@ -256,17 +258,34 @@ class DeploymentLedger:
             row = conn.execute(query.limit(1)).first()
         return Deployment.from_row(row) if row else None
 
+    def replaced_by(self, rollback: Deployment) -> Deployment | None:
+        """The deployment a rollback replaced: the latest successful deployment of the version it rolled back
+        from (its ``previous_version``), in the same service, environment and region, started before it."""
+        if not rollback.previous_version:
+            return None
+        query = (
+            select(deployments)
+            .where(deployments.c.service == rollback.service, deployments.c.environment == rollback.environment,
+                   deployments.c.region == (rollback.region or ""), deployments.c.status == "succeeded",
+                   deployments.c.kind != "rollout", deployments.c.version == rollback.previous_version,
+                   deployments.c.id != rollback.id, deployments.c.started_at <= rollback.started_at)
+            .order_by(deployments.c.finished_at.desc(), deployments.c.id.desc())
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query.limit(1)).first()
+        return Deployment.from_row(row) if row else None
+
     def last_stable_version(self, service: str, environment: str, region: str | None = None,
                             exclude_version: str | None = None) -> str | None:
         found = self.last_stable(service, environment, region, exclude_version)
         return found.version if found else None
 
     def versions_passed(self, service: str, environment: str) -> list[str]:
-        """Versions with a successful deployment in ``environment``, newest first ("passed staging")."""
+        """Versions whose deployment to ``environment`` completed successfully, newest first ("passed staging"),
+        including those later replaced by a rollback."""
         query = (
             select(deployments.c.version, deployments.c.finished_at)
-            .where(deployments.c.service == service, deployments.c.environment == environment,
-                   deployments.c.status == "succeeded")
+            .where(deployments.c.service == service, deployments.c.environment == environment, _completed())
             .order_by(deployments.c.finished_at.desc())
         )
         seen: list[str] = []
@@ -277,11 +296,19 @@ class DeploymentLedger:
         return seen
 
     def has_passed(self, service: str, environment: str, version: str) -> bool:
+        """Whether a deployment of ``version`` to ``environment`` completed successfully (even if a rollback
+        replaced it later; one rolled back during its own rollout never passed)."""
         query = select(deployments.c.id).where(
             deployments.c.service == service, deployments.c.environment == environment,
-            deployments.c.version == version, deployments.c.status == "succeeded").limit(1)
+            deployments.c.version == version, _completed()).limit(1)
         with self.engine.connect() as conn:
             return conn.execute(query).first() is not None
+
+
+def _completed():
+    """Deployments that completed successfully: succeeded, or rolled back afterwards by a rollback."""
+    replaced = exists().where(events.c.deployment_id == deployments.c.id, events.c.kind == REPLACED)
+    return or_(deployments.c.status == "succeeded", and_(deployments.c.status == "rolled_back", replaced))
 
 
 def _aware(value: datetime) -> datetime:

@@ -23,8 +23,8 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
     wait for Route53 to reach ``INSYNC`` happens in a trigger.
 
     Regions that failed get weight 0 and their share goes to the other regions in proportion: those in
-    ``drain``, and those whose regional deployment of the global rollout ``failed_regions_of`` failed or was
-    rolled back (read from the ledger when the task runs). When no region is left, nothing changes: Route53
+    ``drain``, and those that failed in the global rollout ``failed_regions_of``: their regional deployment failed
+    or was rolled back, or the rollout marked them failed (read from the ledger when the task runs). When no region is left, nothing changes: Route53
     would split traffic evenly between all-zero records, failed region included.
 
     Template fields: ``deployment_id``, ``failed_regions_of``.
@@ -68,11 +68,11 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
 
     def drained_weights(self) -> tuple[dict[str, float], list[str]]:
         """The configured shares with failed regions at 0, renormalised to 100 (all 0 if none is left)."""
+        from airflow_deploy_provider.operators.region import failed_regions
+
         failed = set(self.drain)
         if self.failed_regions_of:
-            failed |= {d.region for d in self.ledger.deployments(parent_id=self.failed_regions_of,
-                                                                  status=("failed", "rolled_back", "abandoned"))
-                       if d.region}
+            failed |= failed_regions(self.ledger, self.failed_regions_of)
         kept = {r: (0.0 if r in failed else w) for r, w in self.configured.items()}
         total = sum(kept.values())
         return ({r: w * 100 / total for r, w in kept.items()} if total else kept), sorted(failed)

@@ -150,6 +150,9 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             raise ValueError("a hotfix needs a reason of at least 10 characters: it is recorded as the emergency "
                              "override of staging and the maintenance window")
         previous = self.ledger.last_stable(self.service, self.environment, self.region)
+        if self.kind == "rollout":  # what the last complete rollout across the regions deployed
+            previous = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
+                             if d.kind == "rollout"), None)
         image: str | None = None
         if self.kind == "rollback":
             target = version
@@ -172,7 +175,8 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
                              (" or 'commit'" if "short_sha" in self.tag_template else ""))
         if image is None:
             if self.kind == "rollback":
-                row = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
+                row = next((d for d in self.ledger.deployments(self.service, self.environment,
+                                                                status=["succeeded", "rolled_back"])
                             if d.version == version and d.image), None)
                 image = row.image if row else None
             if image is None:
@@ -305,6 +309,8 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         table = self.region_table() if self.regions else None
         if self.record_outcome:
             deployment = self.ledger.finish_deployment(self.deployment_id, self.outcome, reason)
+            if deployment.kind == "rollback" and deployment.status == "succeeded":
+                self._mark_replaced(deployment)
             self.record("phase", f"deployment outcome: {deployment.status}" + (f" ({reason})" if reason else ""),
                         data={"status": deployment.status, **({"regions": table} if table else {})})
             if table:
@@ -327,19 +333,27 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.log.info("%s notification: %s", event, self.notify(event, message, context))
 
     def region_table(self) -> list[list[str]]:
-        """One row per region of the rollout: its regional deployment's outcome, version and duration."""
-        regional: dict[str, Any] = {}
-        for d in self.ledger.deployments(parent_id=self.deployment_id):  # newest first: keep the latest try
-            regional.setdefault(d.region, d)
-        rows = [["region", "outcome", "version", "duration"]]
-        for region in self.regions:
-            d = regional.get(region)
-            if d is None:
-                rows.append([region, "not started", "", ""])
-                continue
-            seconds = d.duration_seconds
-            rows.append([region, d.status, d.version or "", f"{seconds / 60:.1f} min" if seconds is not None else ""])
-        return rows
+        """One row per region of the rollout: its outcome, version and duration."""
+        from airflow_deploy_provider.operators.region import region_table
+
+        return region_table(self.ledger, self.deployment_id, self.regions)
+
+    def _mark_replaced(self, rollback: Any) -> None:
+        """The deployment a successful rollback replaced is recorded as rolled back, so that it is no longer a
+        "last stable version" (a second rollback must not go back to it) and counts as a failed change."""
+        replaced = self.ledger.replaced_by(rollback)
+        if replaced is None:
+            return
+        why = f"rolled back to {rollback.version} by {rollback.id}" + (f": {rollback.reason}" if rollback.reason else "")
+        from airflow_deploy_provider.ledger.store import REPLACED
+
+        # The event first: a completed deployment replaced by a rollback still "passed" (it may be chosen as a
+        # rollback target again), one rolled back during its own rollout never did.
+        self.ledger.record_event(replaced.id, REPLACED, why, task_id=self.task_id,
+                                 data={"by": rollback.id, "to": rollback.version})
+        # It keeps the time it completed at (lead time counts to then); the event has when it was replaced.
+        self.ledger.finish_deployment(replaced.id, "rolled_back", why, finished_at=replaced.finished_at)
+        self.log.info("Deployment %s (%s) %s", replaced.id, replaced.version, why)
 
     def _failure_reason(self, context: Any) -> str:
         """Name the failed tasks (through the task SDK, never the metadata database)."""
