@@ -244,3 +244,38 @@ def test_every_dag_has_validated_params(checkout_dags, hello_dags):
         if "version" in dag.params:
             schema = dag.params.get_param("version").schema
             assert schema["pattern"].startswith("^[A-Za-z0-9]")
+
+
+def test_environment_and_region_platform_overrides(tmp_path):
+    """Each region of the payments example has its own ALB listener rule; an environment file may give its own
+    cluster; every task of a target gets that target's settings."""
+    dags = build_service_dags(load_service(SERVICES / "payments" / ".deploy").config)
+    rules = {}
+    for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"):
+        dag = dags[f"deploy_payments_production_{region}"]
+        platforms = {(t.platform["listener_rule_arn"], t.platform["region"], t.platform["connection"])
+                     for t in dag.tasks if isinstance(getattr(t, "platform", None), dict)}
+        (rule_arn, aws_region, conn), = platforms
+        assert f":{region}:" in rule_arn and aws_region == region and conn == f"aws_payments_{region.replace('-', '_')}"
+        rules[region] = rule_arn
+        rollback = dags[f"rollback_payments_production_{region}"]
+        assert {t.platform["listener_rule_arn"] for t in rollback.tasks if isinstance(getattr(t, "platform", None), dict)} == {rule_arn}
+    assert len(set(rules.values())) == 4
+    # the rollout watches each region with the region's own settings
+    rollout = dags["deploy_payments_production"]
+    observe = rollout.task_dict["regional_rollout.region_2_eu_west_1.observe"]
+    assert observe.platform["listener_rule_arn"] == rules["eu-west-1"] and observe.platform["region"] == "eu-west-1"
+
+    # An environment file's own cluster, for one environment only.
+    import shutil
+
+    deploy = tmp_path / "payments" / ".deploy"
+    shutil.copytree(SERVICES / "payments" / ".deploy", deploy)
+    (deploy / "staging.yaml").write_text("environment: staging\nstrategy: bluegreen\nplatform:\n  cluster: payments-staging\n"
+                                         "  listenerRuleArn: arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/s/1/2/3\n")
+    dags = build_service_dags(load_service(deploy).config)
+    staging = {t.platform["cluster"] for t in dags["deploy_payments_staging"].tasks
+               if isinstance(getattr(t, "platform", None), dict)}
+    assert staging == {"payments-staging"}
+    assert {t.platform["cluster"] for t in dags["deploy_payments_production_us-east-1"].tasks
+            if isinstance(getattr(t, "platform", None), dict)} == {"payments"}

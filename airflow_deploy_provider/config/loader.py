@@ -33,6 +33,7 @@ from airflow_deploy_provider.config.models import (
     ServiceFile,
     TestSuite,
 )
+from airflow_deploy_provider.config.targets import target_key, target_platforms
 from airflow_deploy_provider.config.types import BUILTIN_METRICS, MetricInfo
 from airflow_deploy_provider.config.yaml_loader import YamlDocument, YamlLoadError, load_yaml
 
@@ -60,6 +61,9 @@ class ServiceConfig:
     warnings: tuple[ConfigIssue, ...] = ()
     fingerprint: str = ""
     """sha256 over the files' contents: changes whenever the configuration does."""
+    platforms: dict[str, Any] = field(default_factory=dict)
+    """Target (``staging``, ``production/us-west-2``) -> its platform: the service's with the overrides of the
+    environment file and the region."""
 
     @property
     def name(self) -> str:
@@ -70,6 +74,10 @@ class ServiceConfig:
             return self.environments[name]
         except KeyError:
             raise KeyError(f"service {self.name} has no {name} environment file") from None
+
+    def platform_for(self, environment: str, region: str | None = None) -> Any:
+        """The platform settings of one environment (and production region)."""
+        return self.platforms.get(target_key(environment, region)) or self.service.platform
 
     @property
     def metrics(self) -> dict[str, MetricInfo]:
@@ -266,6 +274,12 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
             for f in checks.check_multi_region_against(multi_region, env_names):
                 issues.add(_to_issue(multi_doc, f))
 
+    platforms: dict[str, Any] = {}
+    if service is not None and service_doc is not None:
+        platforms, found = target_platforms(service_doc, service.platform.type, environments, env_docs,
+                                            multi_region, multi_doc)
+        issues.extend(found)
+
     if not other_docs and not issues.errors and service is not None:
         issues.add(ConfigIssue(deploy_display, 1, 1, "(folder)", "no environment files: add at least one file with "
                                "'environment: development|staging|production'", "no-environments", "warning"))
@@ -284,6 +298,7 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
         service_file=service_doc.path if service_doc is not None else None,
         warnings=tuple(i for i in ordered if i.severity == "warning"),
         fingerprint=digest.hexdigest(),
+        platforms=platforms,
     )
     return LoadResult(deploy_dir, config, ordered)
 

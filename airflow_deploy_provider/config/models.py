@@ -377,6 +377,10 @@ class EnvironmentFile(DeployModel):
     """Hard limits that roll back at once."""
     monitoring: Monitoring | None = None
     """Post-rollout watch."""
+    platform: dict[str, Any] | None = None
+    """Platform settings of this environment over those of ``service.yaml`` (each key given replaces the
+    service's; ``type`` stays): for example its own ECS cluster and listener rule, Kubernetes namespace or local
+    router port."""
 
     @property
     def effective_branch(self) -> str | None:
@@ -409,6 +413,9 @@ class Region(DeployModel):
     """How long the region is watched before the next region starts."""
     connection: ConnId | None = None
     """Connection for this region (an AWS connection or a Kubernetes cluster). Default: the platform's."""
+    platform: dict[str, Any] | None = None
+    """Platform settings of this region over those of production (each key given replaces it; ``type``
+    stays): for example the region's ALB listener rule on ECS, or its own local router port."""
 
 
 class FailurePolicy(DeployModel):
@@ -513,7 +520,8 @@ class LocalPlatform(DeployModel):
     """Command that starts one replica; must contain ``{port}``. Placeholders: ``{port}``, ``{version}``,
     ``{service}``, ``{environment}``, ``{replica}``."""
     port: int | None = Field(None, ge=1, le=65535)
-    """Port the router listens on. Default: a free port chosen at first deployment and kept."""
+    """Port the router listens on. Default: a free port chosen at first deployment and kept. Each environment
+    (and region) has its own router: with more than one, set it per environment file (``platform: {port: ...}``)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables for the replicas (no secrets: use connections)."""
     working_dir: str | None = None

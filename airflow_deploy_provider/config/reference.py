@@ -184,6 +184,8 @@ def _type(annotation: Any) -> str:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin is list:
         return f"list of {_type(args[0])}"
+    if origin is dict and args[1] is typing.Any:
+        return "mapping (`platform` keys)"
     if origin is dict:
         return f"mapping of name to {_type(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -79,16 +79,12 @@ class ServiceDagBuilder:
 
     @cached_property
     def _platform_settings(self) -> dict[str, Any]:
-        settings = self.svc.platform.model_dump(mode="json", by_alias=False)
+        # The service's settings with the environment's and the region's overrides (connection, AWS region).
+        platform = self.config.platform_for(self.environment, self.region)
+        settings = platform.model_dump(mode="json", by_alias=False)
         settings["service_root"] = str(self.config.root)
         if self.env is not None:
             settings["strategy"] = self.env.strategy  # blue-green switches a selector instead of weights
-        if self.region is not None and self.config.multi_region is not None:
-            region = next(r for r in self.config.multi_region.regions if r.name == self.region)
-            if region.connection:
-                settings["connection"] = region.connection
-            if settings.get("type") == "ecs":
-                settings["region"] = region.name  # a region of the rollout is an AWS region
         return settings
 
     def platform_settings(self) -> dict[str, Any]:

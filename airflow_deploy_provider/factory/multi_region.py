@@ -66,15 +66,19 @@ def build(b: ServiceDagBuilder) -> DAG:
                     tasks = [deploy]
                     if region.wait_time.total_seconds() > 0:
                         conditions = b.gate_conditions()
+                        # The region's own platform and metric settings (its connection, AWS region, target
+                        # groups), as its regional DAG has them.
+                        rb = ServiceDagBuilder(b.config, "production", region=region.name,
+                                               ledger_conn_id=b.ledger_conn_id, deferrable=b.deferrable)
                         tasks.append(MetricGateOperator(
                             task_id="observe", service=b.name, environment="production", region=region.name,
-                            ledger_conn_id=b.ledger_conn_id, platform=b.platform_settings(), deferrable=b.deferrable,
+                            ledger_conn_id=b.ledger_conn_id, platform=rb.platform_settings(), deferrable=b.deferrable,
                             version="{{ params.version }}", metrics=b.gate_metrics(relative=False) or b.metrics_from_conditions(
                                 conditions), conditions=conditions,
                             interval=env.canary.analysis.interval if env.canary else region.wait_time / 10,
                             duration=region.wait_time, min_requests=env.canary.analysis.min_requests
                             if env.canary else 0, failure_limit=env.canary.analysis.threshold if env.canary else 2,
-                            budget=f"region-{region.name}", metrics_provider=b.metrics_settings(),
+                            budget=f"region-{region.name}", metrics_provider=rb.metrics_settings(),
                             rollback_on_failure=False))
                     if mr.dns is not None:
                         # Every region keeps serving (on the old version until its turn) with its configured
