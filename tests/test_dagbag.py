@@ -18,6 +18,8 @@ EXPECTED_DAGS = {
     "rollback_checkout_production_us-west-2", "rollback_checkout_production_eu-west-1",
     "rollback_checkout_production_ap-southeast-1", "rollback_checkout_production_us-east-1",
     "hotfix_checkout",
+    *(f"hotfix_{svc}_{region}" for svc in ("checkout", "payments")
+      for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")),
     "deploy_hello_development", "deploy_hello_production", "rollback_hello_development",
     "rollback_hello_production", "hotfix_hello",
     "deploy_payments_production", "rollback_payments_production", "hotfix_payments",

@@ -74,10 +74,28 @@ def service_files(rule_arn: str, endpoints: dict[str, str]) -> dict[str, str]:
     }
 
 
+def staging_file(rule_arn: str, endpoints: dict[str, str]) -> str:
+    return textwrap.dedent(f"""\
+        environment: staging
+        strategy: bluegreen
+        replicas: 2
+        healthCheck: {{initialDelay: 100ms, interval: 200ms, timeout: 2s}}
+        progressDeadline: 30s
+        platform:
+          serviceName: payments-staging
+          listenerRuleArn: {rule_arn}
+          endpoints: {{live: "{endpoints['live']}", stable: "{endpoints['stable']}", canary: "{endpoints['canary']}"}}
+        trafficSwitch: {{testDuration: 1s, rollbackOnError: true}}
+        autoRollback:
+          enabled: true
+          conditions: ["error_rate > 5%"]
+        """)
+
+
 class Payments:
     """The payments service on ECS: cluster, ALB, the stable service on 1.0.0, the network and its DAGs."""
 
-    def __init__(self, aws, tmp_path, dags_folder) -> None:
+    def __init__(self, aws, tmp_path, dags_folder, staging: bool = False) -> None:
         from airflow.dag_processing.dagbag import DagBag
 
         self.aws = aws
@@ -85,7 +103,16 @@ class Payments:
         create_stable_service(aws, self.lb, "payments", IMAGE, "0.9.0")
         self.controller = EcsController(aws)
         self.network = EcsNetwork(aws, "shop", "payments")
-        write_service(tmp_path / "services" / "payments", service_files(self.lb.rule_arn, self.network.endpoints()))
+        files = service_files(self.lb.rule_arn, self.network.endpoints())
+        self.staging_lb = self.staging_network = None
+        if staging:
+            # Staging: its own ECS service and load balancer in the same cluster, through the environment
+            # file's platform settings.
+            self.staging_lb = create_load_balancer(aws, "paystage")
+            create_stable_service(aws, self.staging_lb, "payments-staging", IMAGE, "0.9.0")
+            self.staging_network = EcsNetwork(aws, "shop", "payments-staging")
+            files["staging.yaml"] = staging_file(self.staging_lb.rule_arn, self.staging_network.endpoints())
+        write_service(tmp_path / "services" / "payments", files)
         (dags_folder / "payments.py").write_text(
             "from airflow_deploy_provider.factory import register_deploy_dags\n"
             f"register_deploy_dags(globals(), roots=[{str(tmp_path / 'services')!r}])\n")
@@ -93,11 +120,12 @@ class Payments:
         assert self.bag.import_errors == {}
         self.seen: list[tuple[int, int]] = []
 
-    def put_metrics(self, role: str, requests: int, errors: int) -> None:
+    def put_metrics(self, role: str, requests: int, errors: int, lb=None) -> None:
         """ALB metrics of a target group for the last minute."""
-        tg = self.lb.stable_tg if role == "stable" else self.lb.canary_tg
+        lb = lb or self.lb
+        tg = lb.stable_tg if role == "stable" else lb.canary_tg
         dims = [{"Name": "TargetGroup", "Value": tg.rsplit(":", 1)[1]},
-                {"Name": "LoadBalancer", "Value": self.lb.dimension}]
+                {"Name": "LoadBalancer", "Value": lb.dimension}]
         now = datetime.now(timezone.utc)
         data = [{"MetricName": "RequestCount", "Dimensions": dims, "Timestamp": now, "Value": requests, "Unit": "Count"}]
         if errors:
@@ -105,16 +133,17 @@ class Payments:
                          "Value": errors, "Unit": "Count"})
         self.aws.client("cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
 
-    def run(self, dag_id: str, **conf):
+    def run(self, dag_id: str, lb=None, **conf):
         """Run a DAG while recording every weight of the listener rule."""
         stop = threading.Event()
+        lb = lb or self.lb
 
         def watch() -> None:
             elb = self.aws.client("elbv2")
             while not stop.is_set():
-                rule = elb.describe_rules(RuleArns=[self.lb.rule_arn])["Rules"][0]
+                rule = elb.describe_rules(RuleArns=[lb.rule_arn])["Rules"][0]
                 groups = {g["TargetGroupArn"]: g["Weight"] for g in rule["Actions"][0]["ForwardConfig"]["TargetGroups"]}
-                pair = (groups[self.lb.stable_tg], groups[self.lb.canary_tg])
+                pair = (groups[lb.stable_tg], groups[lb.canary_tg])
                 if not self.seen or self.seen[-1] != pair:
                     self.seen.append(pair)
                 time.sleep(0.02)
@@ -138,6 +167,8 @@ class Payments:
     def close(self) -> None:
         self.controller.stop()
         self.network.stop()
+        if self.staging_network is not None:
+            self.staging_network.stop()
         assert self.controller.errors == []
 
 
@@ -151,8 +182,17 @@ def payments(moto_server, tmp_path, dags_folder, airflow_db, ledger, slack, monk
     p.close()
 
 
-def only(ledger, version: str, kind: str = "deploy"):
-    (d,) = [d for d in ledger.deployments("payments", "production") if d.version == version and d.kind == kind]
+@pytest.fixture
+def payments_with_staging(moto_server, tmp_path, dags_folder, airflow_db, ledger, slack, monkeypatch):  # noqa: F811
+    moto_server.reset()
+    aws_connection(monkeypatch, moto_server, "aws_test")
+    p = Payments(moto_server, tmp_path, dags_folder, staging=True)
+    yield p
+    p.close()
+
+
+def only(ledger, version: str, kind: str = "deploy", environment: str = "production"):
+    (d,) = [d for d in ledger.deployments("payments", environment) if d.version == version and d.kind == kind]
     return d
 
 
@@ -212,3 +252,33 @@ def test_ecs_failure_reason_reaches_the_ledger_and_the_notification(payments, le
     assert deployment.status == "rolled_back" and "CannotPullContainerError" in deployment.outcome_reason
     (notice,) = [t for t in slack.texts if "3.0.1" in t and "rolled back" in t]
     assert "CannotPullContainerError" in notice
+
+
+def test_staging_blue_green_on_ecs_switches_the_listener_rule_then_back(payments_with_staging, ledger):
+    p = payments_with_staging
+    staging = p.staging_lb
+    p.put_metrics("canary", 1000, 1, lb=staging)  # green healthy after the switch
+    state, tasks = p.run("deploy_payments_staging", lb=staging, version="1.1.0")
+    assert state == "success", tasks
+    # green takes all traffic at the switch; once blue runs green's version, traffic goes back to blue's target
+    # group and green is removed
+    assert p.seen == [(100, 0), (0, 100), (100, 0)], p.seen
+    assert p.service("payments-staging")["taskDefinition"] != p.service("payments")["taskDefinition"]
+    td = p.aws.client("ecs").describe_task_definition(taskDefinition=p.service("payments-staging")["taskDefinition"])
+    assert td["taskDefinition"]["containerDefinitions"][0]["image"].endswith(":staging-1.1.0")
+    assert p.service("payments-staging-canary")["status"] != "ACTIVE"
+    assert p.image() == f"{IMAGE}:0.9.0"  # production's service untouched
+    assert only(ledger, "1.1.0", environment="staging").status == "succeeded"
+
+    # 2.0.0 fails its watch after the switch (green's target group: 30% errors in the new datapoint): back to blue.
+    p.seen.clear()
+    p.put_metrics("canary", 1000, 300, lb=staging)
+    state, tasks = p.run("deploy_payments_staging", lb=staging, version="2.0.0")
+    assert state == "failed"
+    assert tasks["blue_green_deployment.watch_after_switch"] == "failed"
+    assert tasks["blue_green_deployment.switch_back_to_blue"] == "success"
+    assert p.seen[0] == (100, 0) and (0, 100) in p.seen and p.seen[-1] == (100, 0), p.seen
+    td = p.aws.client("ecs").describe_task_definition(taskDefinition=p.service("payments-staging")["taskDefinition"])
+    assert td["taskDefinition"]["containerDefinitions"][0]["image"].endswith(":staging-1.1.0")
+    assert p.service("payments-staging-canary")["status"] != "ACTIVE"
+    assert only(ledger, "2.0.0", environment="staging").status == "rolled_back"

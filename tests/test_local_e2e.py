@@ -31,14 +31,14 @@ FAULTS = {"6.6.6": {"error_rate": 0.5}, "7.7.7": {"latency_ms": 1100}, "8.8.8": 
           "8.8.9": {"error_rate": 1.0, "paths": ["/api/cart"]}}  # fails live traffic, passes the tests
 
 
-def service_files(port: int) -> dict[str, str]:
+def service_files(ports: dict[str, int]) -> dict[str, str]:
+    """One service with three environments, each with its own router port (its file's ``platform``)."""
     common_health = "healthCheck:\n  initialDelay: 300ms\n  interval: 200ms\n  timeout: 2s\n"
-    return {
+    files = {
         "service.yaml": textwrap.dedent(f"""\
             service: shop
             platform:
               command: [python, -m, airflow_deploy_provider.demo.app, --port, "{{port}}", --version, "{{version}}"]
-              port: {port}
               env:
                 DEMO_FAULTS: '{json.dumps(FAULTS)}'
             tests:
@@ -81,6 +81,9 @@ def service_files(port: int) -> dict[str, str]:
               duration: 2s
             """),
     }
+    for env, port in ports.items():
+        files[f"{env}.yaml"] += f"platform:\n  port: {port}\n"
+    return files
 
 
 class Shop:
@@ -90,14 +93,10 @@ class Shop:
         from airflow.dag_processing.dagbag import DagBag
 
         self.ports = {env: free_port() for env in ("development", "staging", "production")}
-        for env, port in self.ports.items():
-            files = service_files(port)
-            files = {"service.yaml": files["service.yaml"], f"{env}.yaml": files[f"{env}.yaml"]}
-            write_service(root / env / "shop", files)
-        for env in self.ports:
-            (dags_folder / f"shop_{env}.py").write_text(
-                "from airflow_deploy_provider.factory import register_deploy_dags\n"
-                f"register_deploy_dags(globals(), roots=[{str(root / env)!r}])\n")
+        write_service(root / "shop", service_files(self.ports))
+        (dags_folder / "shop.py").write_text(
+            "from airflow_deploy_provider.factory import register_deploy_dags\n"
+            f"register_deploy_dags(globals(), roots=[{str(root)!r}])\n")
         self.bag = DagBag(str(dags_folder))
         assert self.bag.import_errors == {}
         self.loads: dict[str, subprocess.Popen] = {}
@@ -183,6 +182,11 @@ def test_staging_blue_green_switches_after_testing_green(shop, ledger):
     state, tasks = shop.run("deploy_shop_staging", version="9.9.9")
     assert state == "failed" and tasks["manual_approval.verify_development_passed"] == "failed"
     assert shop.platform("staging").traffic().stable_version == "1.1.0"
+    # nothing was deployed, so nothing is rolled back: the outcome is "failed", with no rollback announced
+    assert tasks["blue_green_deployment.switch_back_to_blue"] == "skipped"
+    refused = only(ledger, "staging", "9.9.9")
+    assert refused.status == "failed" and "verify_development_passed" in refused.outcome_reason
+    assert ledger.events(refused.id, kind="rollback") == []
 
 
 def test_staging_stops_a_bad_green_before_or_after_the_switch(shop, ledger):

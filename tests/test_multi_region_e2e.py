@@ -83,7 +83,9 @@ class Service:
         return f"rollback_{self.name}_production_{region}"
 
     def dag_ids(self) -> list[str]:
-        return [self.dag_id, *(self.regional(r) for r in NAMES), *(self.rollback(r) for r in NAMES)]
+        return [self.dag_id, f"rollback_{self.name}_production", f"hotfix_{self.name}",
+                *(f"{kind}_{self.name}_production_{r}" for kind in ("deploy", "rollback") for r in NAMES),
+                *(f"hotfix_{self.name}_{r}" for r in NAMES)]
 
 
 def services() -> dict[str, Service]:
@@ -118,12 +120,20 @@ def service_files(svc: Service) -> dict[str, str]:
                 REGION_FAULTS: '{json.dumps(faults)}'
             metrics:
               provider: local
-            approvals:
-              production: {{enabled: false}}
             checklist: {{stagingTestsPassed: false, securityScanClean: false, releaseNotes: false,
                         rollbackPlan: false, onCallNotified: false}}
             rollback:
               monitorDuration: 1s
+            hotfix:
+              stabilityPeriod: 1s
+              monitorDuration: 2s
+              lowerEnvironments: []
+            """) + textwrap.dedent("""\
+            approvals:
+              production: {enabled: false}
+              hotfix:
+                critical: {enabled: false}
+                major: {enabled: false}
             """),
         "production.yaml": textwrap.dedent("""\
             environment: production
@@ -526,3 +536,54 @@ def test_region_failing_after_its_run_is_rolled_back_and_the_rollout_continues(r
     assert f"by {svc.rollback(FAILING)}/" in rows[FAILING].outcome_reason, rows[FAILING]
     assert rollouts.region_table("mrgo") == {r: d.status for r, d in rows.items()}
     assert rollouts.ledger().get(svc.parent_id).status == "failed"
+
+
+HOTFIX = "2.0.1"
+
+
+def test_hotfix_then_rollback_across_the_regions(rollouts):
+    """After mrok's rollout: ``hotfix_mrok`` ships 2.0.1 to the canary region, then to every other region at
+    once; ``rollback_mrok_production`` then takes every region back to 2.0.0 (the last complete rollout before
+    the hotfix) at once, and the GeoDNS weights stay the configured shares."""
+    svc, run = rollouts.wait("mrok")
+    assert run["state"] == "success"
+    airflow = rollouts.airflow
+    hotfix_dag, rollback_dag = "hotfix_mrok", "rollback_mrok_production"
+
+    airflow.trigger(hotfix_dag, run_id="e2e_hotfix", conf={
+        "version": HOTFIX, "issue_id": "INC-7", "severity": "critical", "reason": "checkout totals are wrong"})
+    hotfix = airflow.wait_for_run(hotfix_dag, "e2e_hotfix", timeout=RUN_TIMEOUT)
+    assert hotfix["state"] == "success", airflow.explain(hotfix_dag, "e2e_hotfix")
+    regional = {r: airflow.dag_run(f"hotfix_mrok_{r}", f"e2e_hotfix__{r}") for r in NAMES}
+    assert all(r is not None and r["state"] == "success" for r in regional.values()), regional
+    canary = regional["us-west-2"]
+    for region in NAMES[1:]:  # the canary region first, then the others
+        assert when(canary["end_date"]) <= when(regional[region]["start_date"]), (canary, regional[region])
+    for region in NAMES:
+        assert rollouts.serving("mrok", region) == HOTFIX, region
+    ledger = rollouts.ledger()
+    global_hotfix = ledger.get(f"{hotfix_dag}/e2e_hotfix")
+    assert (global_hotfix.kind, global_hotfix.status, global_hotfix.previous_version) == ("hotfix", "succeeded", NEW)
+    rows = ledger.deployments(parent_id=global_hotfix.id)
+    assert {d.region: (d.kind, d.version, d.status, d.image) for d in rows} == {
+        r: ("hotfix", HOTFIX, "succeeded", "mrok:hotfix-INC-7") for r in NAMES}
+    assert all(len(ledger.events(d.id, kind="override")) == 1 for d in rows)  # the emergency override, per region
+
+    airflow.trigger(rollback_dag, run_id="e2e_rollback", conf={"reason": "the hotfix makes it worse"})
+    back = airflow.wait_for_run(rollback_dag, "e2e_rollback", timeout=RUN_TIMEOUT)
+    assert back["state"] == "success", airflow.explain(rollback_dag, "e2e_rollback")
+    starts = [when(airflow.dag_run(f"rollback_mrok_production_{r}", f"e2e_rollback__{r}")["start_date"])
+              for r in NAMES]
+    ends = [when(airflow.dag_run(f"rollback_mrok_production_{r}", f"e2e_rollback__{r}")["end_date"]) for r in NAMES]
+    assert max(starts) < min(ends), "the regions are rolled back at once, not one after the other"
+    for region in NAMES:
+        assert rollouts.serving("mrok", region) == NEW, region
+    global_rollback = ledger.get(f"{rollback_dag}/e2e_rollback")
+    assert (global_rollback.kind, global_rollback.version, global_rollback.previous_version,
+            global_rollback.status) == ("rollback", NEW, HOTFIX, "succeeded")
+    rows = ledger.deployments(parent_id=global_rollback.id)
+    assert {d.region: (d.kind, d.version, d.status) for d in rows} == {r: ("rollback", NEW, "succeeded") for r in NAMES}
+    # what they replaced is recorded as rolled back: the regional hotfixes, and the hotfix across the regions
+    assert {d.status for d in ledger.deployments(parent_id=global_hotfix.id)} == {"rolled_back"}
+    assert ledger.get(global_hotfix.id).status == "rolled_back"
+    assert rollouts.weights("mrok") == CONFIGURED

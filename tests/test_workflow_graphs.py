@@ -200,25 +200,47 @@ def test_multi_region_failure_handling():
 
 
 def test_hotfix_workflow(checkout_dags):
+    # checkout is multi-region: the global hotfix holds the approval, the build and the post-hotfix actions; each
+    # region's hotfix DAG the expedited deployment and the close monitoring.
     dag = checkout_dags["hotfix_checkout"]
     assert_phases_in_order(dag, ["start_deployment", "hotfix_creation", "emergency_build", "expedited_deployment",
-                                 "monitor_closely", "post_hotfix_actions"])
-    chain_of(dag, ["expedited_deployment.record_emergency_override", "expedited_deployment.deploy_to_one_replica",
-                   "expedited_deployment.wait_one_replica_ready", "expedited_deployment.validate_one_replica",
-                   "expedited_deployment.deploy_to_all"])
-    validate = dag.task_dict["expedited_deployment.validate_one_replica"]
-    assert validate.duration == 300 and validate.weight == 10  # one of ten replicas, stable for 5 minutes
-    assert dag.task_dict["expedited_deployment.deploy_to_one_replica"].replicas == 1
-    assert dag.task_dict["monitor_closely.watch_metrics"].duration == 30 * 60
+                                 "outcome", "post_hotfix_actions"])
     approve = dag.task_dict["hotfix_creation.fast_track_approval"]
     assert set(approve.policies) == {"critical", "major"}
     assert dag.task_dict["start_deployment"].tag_template == "hotfix-{issue_id}"
     assert {"post_hotfix_actions.deploy_to_development", "post_hotfix_actions.deploy_to_staging"} <= set(dag.task_dict)
     assert dag.params.get_param("severity").schema["enum"] == ["critical", "major"]
+    # the canary region first, then every other region at once
+    runs = {r: dag.task_dict[f"expedited_deployment.region_{r.replace('-', '_')}.hotfix"]
+            for r in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")}
+    assert runs["us-west-2"].trigger_dag_id == "hotfix_checkout_us-west-2"
+    assert not runs["us-west-2"].upstream_task_ids & {r.task_id for r in runs.values()}
+    for region in ("eu-west-1", "ap-southeast-1", "us-east-1"):
+        assert runs[region].upstream_task_ids == {runs["us-west-2"].task_id}
+    assert rule(dag.task_dict["outcome.all_regions_hotfixed"]) == "all_done"
+
+    regional = checkout_dags["hotfix_checkout_eu-west-1"]
+    assert_phases_in_order(regional, ["start_deployment", "expedited_deployment", "monitor_closely"])
+    assert not any(t.startswith(("hotfix_creation", "emergency_build", "post_hotfix")) for t in regional.task_dict)
+    chain_of(regional, ["expedited_deployment.record_emergency_override", "expedited_deployment.deploy_to_one_replica",
+                        "expedited_deployment.wait_one_replica_ready", "expedited_deployment.validate_one_replica",
+                        "expedited_deployment.deploy_to_all"])
+    validate = regional.task_dict["expedited_deployment.validate_one_replica"]
+    assert validate.duration == 300 and validate.weight == 10  # one of ten replicas, stable for 5 minutes
+    assert regional.task_dict["expedited_deployment.deploy_to_one_replica"].replicas == 1
+    assert regional.task_dict["monitor_closely.watch_metrics"].duration == 30 * 60
+    assert regional.task_dict["start_deployment"].tag_template == "hotfix-{issue_id}"
+
+
+def test_single_region_hotfix_workflow(hello_dags):
+    dag = hello_dags["hotfix_hello"]
+    assert_phases_in_order(dag, ["start_deployment", "hotfix_creation", "expedited_deployment", "monitor_closely",
+                                 "post_hotfix_actions"])  # hello has no build steps
+    chain_of(dag, ["expedited_deployment.deploy_to_all", "expedited_deployment.wait_all_ready"])
 
 
 def test_rollback_workflow(checkout_dags):
-    dag = checkout_dags["rollback_checkout_production"]
+    dag = checkout_dags["rollback_checkout_production_us-west-2"]
     assert_phases_in_order(dag, ["rollback_decision", "execute_rollback", "database_rollback", "validation",
                                  "post_rollback"])
     chain_of(dag, ["execute_rollback.identify_stable_version", "execute_rollback.switch_to_stable_version",
@@ -227,6 +249,25 @@ def test_rollback_workflow(checkout_dags):
     assert dag.task_dict["database_rollback.run_down_migrations"].direction == "down"
     assert dag.task_dict["validation.verify_error_rate"].duration == 15 * 60  # "monitor for 15 minutes"
     assert dag.params.get_param("trigger").schema["enum"] == ["manual", "alert"]
+
+
+def test_multi_region_rollback_rolls_every_region_back_at_once(checkout_dags):
+    dag = checkout_dags["rollback_checkout_production"]
+    assert_phases_in_order(dag, ["rollback_decision", "regional_rollbacks", "outcome", "post_rollback"])
+    start = dag.task_dict["rollback_decision.record_decision"]
+    assert start.across_regions and start.kind == "rollback"
+    runs = [dag.task_dict[f"regional_rollbacks.rollback_{r}"] for r in ("us_west_2", "eu_west_1", "ap_southeast_1",
+                                                                         "us_east_1")]
+    for run in runs:
+        assert run.upstream_task_ids == {"rollback_decision.record_decision"}  # all at once
+        assert run.trigger_dag_id.startswith("rollback_checkout_production_")
+        assert "target_version" in run.conf and "parent_id" in run.conf
+    assert rule(dag.task_dict["outcome.all_regions_rolled_back"]) == "all_done"
+    assert dag.params.get_param("trigger").schema["enum"] == ["manual", "alert"]
+    # with GeoDNS (payments): the weights back to the configured shares, regions whose rollback failed drained
+    payments = build_service_dags(load_service(SERVICES / "payments" / ".deploy").config)["rollback_payments_production"]
+    restore = payments.task_dict["global_traffic.restore_dns_weights"]
+    assert rule(restore) == "all_done_min_one_success" and restore.failed_regions_of
 
 
 def test_tag_templates_follow_the_spec(checkout_dags):

@@ -103,8 +103,9 @@ class ServiceConfig:
                 ids.append(f"rollback_{self.name}_{env}")
         if "production" in self.environments:
             ids.append(f"hotfix_{self.name}")
-            if self.multi_region is not None:
-                ids.extend(f"deploy_{self.name}_production_{r.name}" for r in self.multi_region.regions)
+            for r in self.multi_region.regions if self.multi_region is not None else []:
+                ids.extend(f"{kind}_{self.name}_production_{r.name}" for kind in ("deploy", "rollback"))
+                ids.append(f"hotfix_{self.name}_{r.name}")
         return ids
 
 

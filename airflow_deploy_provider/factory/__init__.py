@@ -94,13 +94,22 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
             add(f"deploy_{name}_production", lambda: production.build(ServiceDagBuilder(config, "production")))
         else:
             add(f"deploy_{name}_{env}", lambda env=env: workflows[env](ServiceDagBuilder(config, env)))
-        add(f"rollback_{name}_{env}", lambda env=env: rollback.build(ServiceDagBuilder(config, env, kind="rollback")))
-    if "production" in config.environments:
+        if env == "production" and config.multi_region is not None:
+            add(f"rollback_{name}_production", lambda: multi_region.build_rollback(
+                ServiceDagBuilder(config, "production", kind="rollback")))
+        else:
+            add(f"rollback_{name}_{env}", lambda env=env: rollback.build(ServiceDagBuilder(config, env,
+                                                                                           kind="rollback")))
+    if "production" in config.environments and config.multi_region is None:
         add(f"hotfix_{name}", lambda: hotfix.build(ServiceDagBuilder(config, "production", kind="hotfix")))
-        if config.multi_region is not None:
-            for region in config.multi_region.regions:
-                add(f"rollback_{name}_production_{region.name}", lambda r=region.name: rollback.build(
-                    ServiceDagBuilder(config, "production", kind="rollback", region=r)))
+    elif "production" in config.environments:
+        add(f"hotfix_{name}", lambda: multi_region.build_hotfix(ServiceDagBuilder(config, "production",
+                                                                                  kind="hotfix")))
+        for region in config.multi_region.regions:
+            add(f"rollback_{name}_production_{region.name}", lambda r=region.name: rollback.build(
+                ServiceDagBuilder(config, "production", kind="rollback", region=r)))
+            add(f"hotfix_{name}_{region.name}", lambda r=region.name: hotfix.build(
+                ServiceDagBuilder(config, "production", kind="hotfix", region=r)))
     return out
 
 

@@ -29,28 +29,60 @@ from airflow_deploy_provider.operators.lifecycle import EmergencyOverrideOperato
 from airflow_deploy_provider.operators.validation import RecordIncidentOperator
 
 
-def build(b: ServiceDagBuilder) -> DAG:
-    env = b.env
-    assert env is not None
-    settings = b.svc.hotfix
-    params = {
+def hotfix_params() -> dict:
+    return {
         "version": version_param(description="Hotfix version (from the hotfix tag)."),
         "issue_id": issue_param(),
         "severity": severity_param(),
         "reason": reason_param(required=True, min_length=10),
         "commit": commit_param(),
     }
-    dag = b.dag(f"hotfix_{b.name}", title="hotfix to production", params=params, tags=["hotfix"])
+
+
+def start_hotfix(b: ServiceDagBuilder, **kwargs):
+    return b.start(tag_template="hotfix-{issue_id}", commit="{{ params.commit or '' }}",
+                   issue_id="{{ params.issue_id }}", severity="{{ params.severity }}", **kwargs)
+
+
+def creation_and_build(b: ServiceDagBuilder) -> tuple:
+    """The phases before anything is deployed: fast-track approval, critical tests, the emergency build."""
+    with phase("hotfix_creation", "Fast-track review (one approver by severity), critical tests only") as creation:
+        approve = approval_task(b, "hotfix", task_id="fast_track_approval", severity="{{ params.severity }}")
+        critical = b.suite("critical", task_id="run_critical_tests") if "critical" in b.svc.tests else None
+        chain_phases(approve, critical)
+    with phase("emergency_build", "Build {service}:hotfix-{issue-id}, quick scan (blocking CVEs only), push") \
+            as build_:
+        chain_phases(*b.steps(["build-image", "scan-cves", "push-image"]))
+    return creation, build_
+
+
+def lower_environments(b: ServiceDagBuilder) -> list:
+    """Runs of the lower environments' DAGs with the hotfix version (not waited for)."""
+    return [
+        TriggerDagRunOperator(
+            task_id=f"deploy_to_{name}", trigger_dag_id=f"deploy_{b.name}_{name}",
+            trigger_run_id="hotfix__{{ run_id }}",
+            conf={"version": b.release("version"), "reason": "hotfix {{ params.issue_id }} propagated from production",
+                  "commit": "{{ params.commit }}"},
+            skip_when_already_exists=True, wait_for_completion=False)
+        for name in b.svc.hotfix.lower_environments if name in b.config.environments
+    ]
+
+
+def build(b: ServiceDagBuilder) -> DAG:
+    """``hotfix_<service>``, or for one region of a multi-region service ``hotfix_<service>_<region>``: the
+    expedited deployment and close monitoring only (the global hotfix holds the approval, the build and the
+    post-hotfix actions)."""
+    env = b.env
+    assert env is not None
+    settings = b.svc.hotfix
+    regional = b.region is not None
+    dag = b.dag(f"hotfix_{b.name}" + (f"_{b.region}" if regional else ""),
+                title="hotfix to production" + (f" in {b.region}" if regional else ""), params=hotfix_params(),
+                tags=["hotfix"])
     with dag:
-        start = b.start(tag_template="hotfix-{issue_id}", commit="{{ params.commit or '' }}",
-                        issue_id="{{ params.issue_id }}", severity="{{ params.severity }}")
-        with phase("hotfix_creation", "Fast-track review (one approver by severity), critical tests only") as creation:
-            approve = approval_task(b, "hotfix", task_id="fast_track_approval", severity="{{ params.severity }}")
-            critical = b.suite("critical", task_id="run_critical_tests") if "critical" in b.svc.tests else None
-            chain_phases(approve, critical)
-        with phase("emergency_build", "Build {service}:hotfix-{issue-id}, quick scan (blocking CVEs only), push") \
-                as build_:
-            chain_phases(*b.steps(["build-image", "scan-cves", "push-image"]))
+        start = start_hotfix(b, parent_id="{{ dag_run.conf.get('parent_id', '') }}" if regional else None)
+        before = [] if regional else list(creation_and_build(b))
         with phase("expedited_deployment", "Skip staging (emergency override), one replica first, all after "
                    f"{int(settings.stability_period.total_seconds() // 60)} stable minutes, close monitoring") \
                 as deploy:
@@ -80,23 +112,18 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("monitor_closely", f"Watch for {int(settings.monitor_duration.total_seconds() // 60)} minutes "
                    "with automatic rollback") as monitor:
             monitoring_tasks(b, duration=settings.monitor_duration)
+        if regional:
+            success = b.finish_success("notify_success")
+            failure = b.finish_failure()
+            chain_phases(start, deploy, monitor)
+            chain_phases(monitor, [success, failure])
+            return b.finalize(dag, "hotfix")
         with phase("post_hotfix_actions", "Deploy the same version to lower environments, document the incident") \
                 as post:
-            lower = [
-                TriggerDagRunOperator(
-                    task_id=f"deploy_to_{name}", trigger_dag_id=f"deploy_{b.name}_{name}",
-                    trigger_run_id="hotfix__{{ run_id }}",
-                    conf={"version": "{{ ti.xcom_pull(task_ids='start_deployment')['version'] }}",
-                          "reason": "hotfix {{ params.issue_id }} propagated from production",
-                          "commit": "{{ params.commit }}"},
-                    skip_when_already_exists=True, wait_for_completion=False)
-                for name in settings.lower_environments if name in b.config.environments
-            ]
             incident = RecordIncidentOperator(task_id="document_incident", **b.common())
             success = b.finish_success("notify_success")
-            chain_phases(incident, lower, success)
+            chain_phases(incident, lower_environments(b), success)
         failure = b.finish_failure()
-        chain_phases(start, creation, build_, deploy, monitor, post)
+        chain_phases(start, *before, deploy, monitor, post)
         chain_phases(monitor, failure)  # a sibling of the post-hotfix phase: both stay leaves
     return b.finalize(dag, "hotfix")
-

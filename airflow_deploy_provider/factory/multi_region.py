@@ -1,11 +1,18 @@
 """Multi-region rollout: ``deploy_<service>_production`` runs ``deploy_<service>_production_<region>`` region by
-region in the configured order, shifting GeoDNS weights as regions come up."""
+region in the configured order, shifting GeoDNS weights as regions come up; ``rollback_<service>_production``
+rolls every region back at once; ``hotfix_<service>`` hotfixes the canary region, then every other region."""
 
 from __future__ import annotations
 
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from airflow_deploy_provider.factory.builder import ServiceDagBuilder, chain_phases, phase
+from airflow_deploy_provider.factory.hotfix import (
+    creation_and_build,
+    hotfix_params,
+    lower_environments,
+    start_hotfix,
+)
 from airflow_deploy_provider.factory.production import (
     approval_gate,
     checklist,
@@ -13,6 +20,7 @@ from airflow_deploy_provider.factory.production import (
     production_tag,
     regional_expected,
 )
+from airflow_deploy_provider.factory.rollback import rollback_params
 from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
 from airflow_deploy_provider.operators.gate import MetricGateOperator
 from airflow_deploy_provider.operators.region import (
@@ -20,6 +28,7 @@ from airflow_deploy_provider.operators.region import (
     RegionFailureBranchOperator,
     RolloutVerdictOperator,
 )
+from airflow_deploy_provider.operators.validation import RecordIncidentOperator
 
 #: Seconds between checks of a regional run's state (in the triggerer: no worker slot is held).
 REGIONAL_POKE_SECONDS = 5
@@ -148,5 +157,115 @@ def _failure_handling(b: ServiceDagBuilder, region: str, tasks: list, dns: dict 
 def _describe_region(region: str, service: str):
     def describe() -> str:
         return f"run the production workflow in {region} (deploy_{service}_production_{region}) and wait for it"
+
+    return describe
+
+
+def build_rollback(b: ServiceDagBuilder) -> DAG:
+    """``rollback_<service>_production`` of a multi-region service: every region's rollback DAG at once, to the
+    same version (time to recovery matters more than caution here), then the GeoDNS weights back to the
+    configured shares with regions whose rollback failed drained."""
+    mr = b.config.multi_region
+    assert mr is not None
+    regions = [r.name for r in mr.regions]
+    dag = b.dag(f"rollback_{b.name}_production", title="roll back production in every region",
+                params=rollback_params(), tags=["rollback", "multi-region"])
+    parent_id = "{{ dag.dag_id }}/{{ run_id }}"
+    with dag:
+        with phase("rollback_decision", "A person's decision or an alert; the version before the current rollout "
+                   "(or the one chosen)") as decision:
+            b.start("record_decision", version="{{ params.target_version or '' }}", trigger="{{ params.trigger }}",
+                    across_regions=True)
+        with phase("regional_rollbacks", "Every region's rollback DAG at once, to the same version") as regional:
+            for region in mr.regions:
+                run = RegionalRunOperator(
+                    task_id=f"rollback_{region.name.replace('-', '_')}",
+                    trigger_dag_id=f"rollback_{b.name}_production_{region.name}",
+                    trigger_run_id="{{ run_id }}__" + region.name,
+                    conf={"target_version": b.release("version"), "reason": "{{ params.reason }}",
+                          "trigger": "{{ params.trigger }}", "parent_id": parent_id},
+                    wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
+                    allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
+                run.describe = _describe_rollback(region.name, b.name)
+        tail = [regional]
+        if mr.dns is not None:
+            with phase("global_traffic", "GeoDNS weights back to the configured shares; regions whose rollback "
+                       "failed get none") as traffic:
+                total = sum(r.weight for r in mr.regions) or 1.0
+                RegionDnsWeightOperator(
+                    task_id="restore_dns_weights", **b.common(), dns=mr.dns.model_dump(mode="python", by_alias=False),
+                    weights={r.name: r.weight * 100 / total for r in mr.regions}, failed_regions_of=parent_id,
+                    deferrable=b.deferrable, trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+            tail.append(traffic)
+        with phase("outcome", "Every region rolled back?") as outcome:
+            RolloutVerdictOperator(task_id="all_regions_rolled_back", **b.common(), regions=regions,
+                                   trigger_rule=TriggerRule.ALL_DONE)
+        with phase("post_rollback", "Incident report, communication to stakeholders") as post:
+            chain_phases(RecordIncidentOperator(task_id="incident_report", **b.common()),
+                         b.finish_success("notify_stakeholders", regions=regions))
+        failure = b.finish_failure(regions=regions)
+        chain_phases(decision, *tail, outcome)
+        if len(tail) > 1:
+            regional >> outcome  # the verdict waits for every regional rollback, whatever the DNS step did
+        chain_phases(outcome, [post, failure])
+    return b.finalize(dag, "rollback")
+
+
+def _describe_rollback(region: str, service: str):
+    def describe() -> str:
+        return f"roll back {region} (rollback_{service}_production_{region}) and wait for it"
+
+    return describe
+
+
+def build_hotfix(b: ServiceDagBuilder) -> DAG:
+    """``hotfix_<service>`` of a multi-region service: the fast-track approval and the emergency build once, then
+    ``hotfix_<service>_<region>`` in the canary region(s) (one replica first, then all, closely watched), and
+    once it holds there, in every other region at once: an emergency does not wait for a staggered rollout.
+    A region whose hotfix fails rolls itself back; the others are not started when the canary region fails."""
+    mr = b.config.multi_region
+    assert mr is not None
+    regions = [r.name for r in mr.regions]
+    dag = b.dag(f"hotfix_{b.name}", title="hotfix to production in every region", params=hotfix_params(),
+                tags=["hotfix", "multi-region"])
+    parent_id = "{{ dag.dag_id }}/{{ run_id }}"
+    first = [r for r in mr.regions if r.role == "canary"] or mr.regions[:1]
+    with dag:
+        start = start_hotfix(b, across_regions=True)
+        creation, build_ = creation_and_build(b)
+        with phase("expedited_deployment", "The canary region first, then every other region at once; each "
+                   "region one replica first and close monitoring") as deploy:
+            runs = {}
+            for region in mr.regions:
+                with TaskGroup(f"region_{region.name.replace('-', '_')}", tooltip=f"{region.role} region"):
+                    run = RegionalRunOperator(
+                        task_id="hotfix", trigger_dag_id=f"hotfix_{b.name}_{region.name}",
+                        trigger_run_id="{{ run_id }}__" + region.name,
+                        conf={"version": b.release("version"), "issue_id": "{{ params.issue_id }}",
+                              "severity": "{{ params.severity }}", "reason": "{{ params.reason }}",
+                              "commit": "{{ params.commit }}", "parent_id": parent_id},
+                        wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
+                        allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
+                    run.describe = _describe_hotfix(region.name, b.name)
+                    runs[region.name] = run
+            for region in mr.regions:
+                if region not in first:
+                    [runs[r.name] for r in first] >> runs[region.name]
+        with phase("outcome", "Every region runs the hotfix?") as outcome:
+            RolloutVerdictOperator(task_id="all_regions_hotfixed", **b.common(), regions=regions,
+                                   trigger_rule=TriggerRule.ALL_DONE)
+        with phase("post_hotfix_actions", "Deploy the same version to lower environments, document the incident") \
+                as post:
+            chain_phases(RecordIncidentOperator(task_id="document_incident", **b.common()), lower_environments(b),
+                         b.finish_success("notify_success", regions=regions))
+        failure = b.finish_failure(regions=regions)
+        chain_phases(start, creation, build_, deploy, outcome)
+        chain_phases(outcome, [post, failure])
+    return b.finalize(dag, "hotfix")
+
+
+def _describe_hotfix(region: str, service: str):
+    def describe() -> str:
+        return f"hotfix {region} (hotfix_{service}_{region}) and wait for it"
 
     return describe

@@ -17,10 +17,8 @@ from airflow_deploy_provider.operators.lifecycle import VERSION_PATTERN
 from airflow_deploy_provider.operators.validation import IdentifyStableVersionOperator, RecordIncidentOperator
 
 
-def build(b: ServiceDagBuilder) -> DAG:
-    env = b.env
-    assert env is not None
-    params = {
+def rollback_params() -> dict[str, Param]:
+    return {
         "target_version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Target version",
                                 description="Version to go back to; default: the last stable version before the "
                                             "current one."),
@@ -28,6 +26,12 @@ def build(b: ServiceDagBuilder) -> DAG:
         "trigger": Param("manual", type="string", enum=["manual", "alert"], title="Trigger",
                          description="manual (a person) or alert (Alertmanager)."),
     }
+
+
+def build(b: ServiceDagBuilder) -> DAG:
+    env = b.env
+    assert env is not None
+    params = rollback_params()
     suffix = f"_{b.region}" if b.region else ""
     dag = b.dag(f"rollback_{b.name}_{b.environment}{suffix}", title=f"roll back {b.environment}"
                 + (f" in {b.region}" if b.region else ""), params=params, tags=["rollback"])
@@ -35,7 +39,7 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("rollback_decision", "Automated trigger (error rate, availability, critical alerts) or a "
                    "person's decision") as decision:
             b.start("record_decision", version="{{ params.target_version or '' }}",
-                            trigger="{{ params.trigger }}")
+                    trigger="{{ params.trigger }}", parent_id="{{ dag_run.conf.get('parent_id', '') }}")
         with phase("execute_rollback", "Identify the last stable version, switch to it, verify it is healthy, "
                    "update the load balancer") as execute:
             identify = IdentifyStableVersionOperator(task_id="identify_stable_version", **b.on_platform(),

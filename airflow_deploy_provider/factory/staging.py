@@ -27,8 +27,10 @@ def build(b: ServiceDagBuilder) -> DAG:
         start = b.start(tag_template="staging-{version}", commit="{{ params.commit or '' }}")
         with phase("manual_approval", "Reviewer checks development, verifies test coverage, approves the "
                    "promotion") as approval:
+            # Without a development environment there is nothing a version must have passed first.
             verify = PromotionCheckOperator(task_id="verify_development_passed", **b.common(),
-                                            version=b.release("version"), previous_environment="development")
+                                            version=b.release("version"), previous_environment="development") \
+                if "development" in b.config.environments else None
             approve = approval_task(b, "staging")
             chain_phases(verify, approve)
         with phase("pre_deployment_validation", "Check capacity, migration compatibility, configuration, "

@@ -260,14 +260,15 @@ class DeploymentLedger:
 
     def replaced_by(self, rollback: Deployment) -> Deployment | None:
         """The deployment a rollback replaced: the latest successful deployment of the version it rolled back
-        from (its ``previous_version``), in the same service, environment and region, started before it."""
+        from (its ``previous_version``), in the same service, environment and region, started before it (for a
+        rollback across the regions: the rollout)."""
         if not rollback.previous_version:
             return None
         query = (
             select(deployments)
             .where(deployments.c.service == rollback.service, deployments.c.environment == rollback.environment,
                    deployments.c.region == (rollback.region or ""), deployments.c.status == "succeeded",
-                   deployments.c.kind != "rollout", deployments.c.version == rollback.previous_version,
+                   deployments.c.version == rollback.previous_version,
                    deployments.c.id != rollback.id, deployments.c.started_at <= rollback.started_at)
             .order_by(deployments.c.finished_at.desc(), deployments.c.id.desc())
         )

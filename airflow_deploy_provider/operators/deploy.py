@@ -280,6 +280,11 @@ def rollback(op: Any, context: Any, reason: str | None) -> None:
         op.log.info("Already rolled back (%s); traffic is 100%% on %s", deployment.outcome_reason,
                     after.stable_version)
         return
+    if before.canary_version is None and not op.ledger.events(op.deployment_id, kind="deploy"):
+        # One-failed also fires on upstream_failed: a check before the deployment failed and nothing of this
+        # version was ever started, so there is no rollback to record or announce.
+        raise AirflowSkipException(f"nothing of {op.version} was deployed (a step before the deployment failed); "
+                                   "nothing to roll back")
     if after.canary_weight != 0:
         raise AirflowException(f"rollback did not restore traffic: canary still gets {after.canary_weight}%")
     if reason is None:

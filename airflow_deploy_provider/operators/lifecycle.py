@@ -77,6 +77,9 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     :param severity: hotfix severity, ``critical`` or ``major`` (templated).
     :param trigger: what started the run (templated); default the DAG run's type.
     :param parent_id: ledger id of the orchestrating deployment for a regional run (templated).
+    :param across_regions: a hotfix or rollback of every region of a multi-region service: the previous version
+        is that of the last complete rollout or hotfix across the regions; a rollback goes back to the one before
+        the current one.
     :param config_fingerprint: hash of the ``.deploy`` files the DAG was built from.
     :param notification: where to announce it, see :class:`NotificationSettings`.
     """
@@ -103,6 +106,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         severity: str | None = None,
         trigger: str | None = "{{ dag_run.run_type }}",
         parent_id: str | None = None,
+        across_regions: bool = False,
         config_fingerprint: str | None = None,
         notification: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -124,6 +128,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.severity = severity
         self.trigger = trigger
         self.parent_id = parent_id
+        self.across_regions = across_regions
         self.config_fingerprint = config_fingerprint
         self.notification = notification
 
@@ -150,11 +155,29 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             raise ValueError("a hotfix needs a reason of at least 10 characters: it is recorded as the emergency "
                              "override of staging and the maintenance window")
         previous = self.ledger.last_stable(self.service, self.environment, self.region)
-        if self.kind == "rollout":  # what the last complete rollout across the regions deployed
+        if self.kind == "rollout" or self.across_regions:  # the last complete rollout or hotfix across the regions
             previous = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
-                             if d.kind == "rollout"), None)
+                             if d.kind in ("rollout", "hotfix") and not d.region), None)
         image: str | None = None
-        if self.kind == "rollback":
+        if self.kind == "rollback" and self.across_regions:
+            # What runs now is what the latest rollout or hotfix across the regions brought (complete or not);
+            # the target is the version of the last complete one before it. Each region's rollback checks the
+            # version against its own history.
+            rollouts = [d for d in self.ledger.deployments(self.service, self.environment)
+                        if d.kind in ("rollout", "hotfix") and not d.region and d.status != "running"]
+            current = rollouts[0] if rollouts else None
+            if version is None:
+                before = next((d for d in rollouts if d.status == "succeeded" and d.version != (
+                    current.version if current else None)), None)
+                if before is None:
+                    raise ValueError(f"no earlier complete rollout or hotfix of {self.service} across the regions "
+                                     "in the ledger to roll back to; give target_version")
+                version, image = before.version, before.image
+            elif not self.ledger.has_passed(self.service, self.environment, version):
+                raise ValueError(f"version {version!r} was never deployed successfully to {self.environment}; "
+                                 "a rollback only goes to a known stable version")
+            previous = current
+        elif self.kind == "rollback":
             target = version
             if target is None:
                 before = self.ledger.last_stable(self.service, self.environment, self.region,
