@@ -38,6 +38,16 @@ os.environ.update({
 os.environ.pop("DEPLOY_SERVICE_ROOTS", None)
 
 
+#: Modules that take minutes, longest first: collected before the others so that with ``--dist loadfile`` a
+#: worker starts on them at once, instead of one of them running alone at the end of the suite.
+LONG_MODULES = ("test_multi_region_e2e.py", "test_local_e2e.py", "test_kubernetes_e2e.py", "test_ecs_e2e.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_HOME, ignore_errors=True)
 

@@ -30,9 +30,6 @@ from airflow_deploy_provider.operators.region import (
 )
 from airflow_deploy_provider.operators.validation import RecordIncidentOperator
 
-#: Seconds between checks of a regional run's state (in the triggerer: no worker slot is held).
-REGIONAL_POKE_SECONDS = 5
-
 
 def build(b: ServiceDagBuilder) -> DAG:
     mr = b.config.multi_region
@@ -66,12 +63,9 @@ def build(b: ServiceDagBuilder) -> DAG:
                         trigger_run_id="{{ run_id }}__" + region.name,
                         conf={"version": "{{ params.version }}", "commit": "{{ params.commit }}",
                               "reason": "{{ params.reason }}", "parent_id": parent_id},
-                        wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
-                        allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True,
                         trigger_rule=TriggerRule.ALL_SUCCESS if policy.stop_on_region_failure or not previous_end
                         else TriggerRule.ALL_DONE)
                     deploy.expected_duration = expected[region.name]
-                    deploy.describe = _describe_region(region.name, b.name)
                     tasks = [deploy]
                     if region.wait_time.total_seconds() > 0:
                         conditions = b.gate_conditions()
@@ -136,9 +130,7 @@ def _failure_handling(b: ServiceDagBuilder, region: str, tasks: list, dns: dict 
         rollback = RegionalRunOperator(
             task_id="rollback_region", trigger_dag_id=f"rollback_{b.name}_production_{region}",
             trigger_run_id="{{ run_id }}__rollback__" + region,
-            conf={"reason": f"region {region} failed in the global rollout {{{{ run_id }}}}", "trigger": "manual"},
-            wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
-            allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
+            conf={"reason": f"region {region} failed in the global rollout {{{{ run_id }}}}", "trigger": "manual"})
     drain = None
     if dns is not None:
         drain = RegionDnsWeightOperator(task_id="move_dns_weight", **b.common(), dns=dns, weights=shares,
@@ -153,12 +145,6 @@ def _failure_handling(b: ServiceDagBuilder, region: str, tasks: list, dns: dict 
     decide >> chosen
     return chosen
 
-
-def _describe_region(region: str, service: str):
-    def describe() -> str:
-        return f"run the production workflow in {region} (deploy_{service}_production_{region}) and wait for it"
-
-    return describe
 
 
 def build_rollback(b: ServiceDagBuilder) -> DAG:
@@ -178,15 +164,12 @@ def build_rollback(b: ServiceDagBuilder) -> DAG:
                     across_regions=True)
         with phase("regional_rollbacks", "Every region's rollback DAG at once, to the same version") as regional:
             for region in mr.regions:
-                run = RegionalRunOperator(
+                RegionalRunOperator(
                     task_id=f"rollback_{region.name.replace('-', '_')}",
                     trigger_dag_id=f"rollback_{b.name}_production_{region.name}",
                     trigger_run_id="{{ run_id }}__" + region.name,
                     conf={"target_version": b.release("version"), "reason": "{{ params.reason }}",
-                          "trigger": "{{ params.trigger }}", "parent_id": parent_id},
-                    wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
-                    allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
-                run.describe = _describe_rollback(region.name, b.name)
+                          "trigger": "{{ params.trigger }}", "parent_id": parent_id})
         tail = [regional]
         if mr.dns is not None:
             with phase("global_traffic", "GeoDNS weights back to the configured shares; regions whose rollback "
@@ -210,12 +193,6 @@ def build_rollback(b: ServiceDagBuilder) -> DAG:
         chain_phases(outcome, [post, failure])
     return b.finalize(dag, "rollback")
 
-
-def _describe_rollback(region: str, service: str):
-    def describe() -> str:
-        return f"roll back {region} (rollback_{service}_production_{region}) and wait for it"
-
-    return describe
 
 
 def build_hotfix(b: ServiceDagBuilder) -> DAG:
@@ -243,10 +220,7 @@ def build_hotfix(b: ServiceDagBuilder) -> DAG:
                         trigger_run_id="{{ run_id }}__" + region.name,
                         conf={"version": b.release("version"), "issue_id": "{{ params.issue_id }}",
                               "severity": "{{ params.severity }}", "reason": "{{ params.reason }}",
-                              "commit": "{{ params.commit }}", "parent_id": parent_id},
-                        wait_for_completion=True, deferrable=True, poke_interval=REGIONAL_POKE_SECONDS,
-                        allowed_states=["success"], failed_states=["failed"], skip_when_already_exists=True)
-                    run.describe = _describe_hotfix(region.name, b.name)
+                              "commit": "{{ params.commit }}", "parent_id": parent_id})
                     runs[region.name] = run
             for region in mr.regions:
                 if region not in first:
@@ -263,9 +237,3 @@ def build_hotfix(b: ServiceDagBuilder) -> DAG:
         chain_phases(outcome, [post, failure])
     return b.finalize(dag, "hotfix")
 
-
-def _describe_hotfix(region: str, service: str):
-    def describe() -> str:
-        return f"hotfix {region} (hotfix_{service}_{region}) and wait for it"
-
-    return describe

@@ -66,13 +66,24 @@ def region_table(ledger: DeploymentLedger, parent_id: str, regions: Sequence[str
 
 class RegionalRunOperator(TriggerDagRunOperator):
     """
-    Triggers a region's DAG (``deploy_<service>_production_<region>`` or its rollback DAG) and waits for it.
+    Triggers a region's DAG (``deploy_<service>_production_<region>``, its rollback or hotfix DAG) and waits for
+    it in the triggerer (no worker slot held); the task fails when the regional run fails. A retry finds the run
+    it started (the run id is fixed) and waits for it again instead of starting a second one.
 
     Conf values that render empty (an unset ``commit``) are left out, so the regional DAG's optional params
     stay unset instead of receiving the text ``None``, which their validation rightly refuses.
 
     Template fields: those of ``TriggerDagRunOperator`` (``trigger_dag_id``, ``trigger_run_id``, ``conf``...).
     """
+
+    def __init__(self, *, poke_interval: float = 5, **kwargs: Any) -> None:
+        for name, value in (("wait_for_completion", True), ("deferrable", True), ("allowed_states", ["success"]),
+                            ("failed_states", ["failed"]), ("skip_when_already_exists", True)):
+            kwargs.setdefault(name, value)
+        super().__init__(poke_interval=poke_interval, **kwargs)
+
+    def describe(self) -> str:
+        return f"run {self.trigger_dag_id} and wait for it"
 
     def execute(self, context: Any) -> Any:
         self.conf = {k: v for k, v in (self.conf or {}).items() if v not in (None, "", "None")}
