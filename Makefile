@@ -23,7 +23,7 @@ demo: venv
 
 ## The whole test suite.
 test: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -q
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
