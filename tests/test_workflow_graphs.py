@@ -320,3 +320,19 @@ def test_environment_and_region_platform_overrides(tmp_path):
     assert staging == {"payments-staging"}
     assert {t.platform["cluster"] for t in dags["deploy_payments_production_us-east-1"].tasks
             if isinstance(getattr(t, "platform", None), dict)} == {"payments"}
+
+
+def test_minimal_production_builds_and_its_watch_checks_the_rollback_conditions(tmp_path):
+    """A valid config always builds: production with a plain rolling update and a watch, but no canary and no
+    auto-rollback conditions, watches the service's rollback conditions (spec: error rate, availability)."""
+    deploy = tmp_path / "mini" / ".deploy"
+    deploy.mkdir(parents=True)
+    (deploy / "service.yaml").write_text("service: mini\nplatform:\n  command: [python, app.py, --port, '{port}']\n")
+    (deploy / "production.yaml").write_text("environment: production\nstrategy: rolling\nreplicas: 2\n"
+                                            "monitoring: {duration: 10m}\n")
+    result = load_service(deploy)
+    assert result.errors == []
+    dags = build_service_dags(result.config)
+    watch = dags["deploy_mini_production"].task_dict["monitoring_and_alerting.watch_metrics"]
+    assert [c["text"] for c in watch.conditions] == ["error_rate > 5%", "availability < 99%"]
+    assert {d.dag_id for d in dags.values()} >= {"deploy_mini_production", "rollback_mini_production", "hotfix_mini"}

@@ -164,6 +164,11 @@ class ServiceDagBuilder:
                         "query": self.metric_query(cond.metric)})
         return out
 
+    def watch_conditions(self) -> list[dict[str, Any]]:
+        """What a watch checks: the environment's auto-rollback conditions, else the service's rollback
+        conditions (a watch with nothing to check would pass on no evidence)."""
+        return self.gate_conditions() or self.gate_conditions(self.svc.rollback.conditions)
+
     @staticmethod
     def metrics_from_conditions(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Gate bounds implied by rollback conditions (``error_rate > 5%`` -> ``error_rate`` at most 5)."""
@@ -343,7 +348,7 @@ class ServiceDagBuilder:
             tests.append(self.suite(name, task_id=f"{name.replace('-', '_')}_tests_on_green", role="canary"))
         switch = TrafficSwitchOperator(task_id="switch_traffic", **self.on_platform(), to="green",
                                        version=self.release("version"), retries=2, retry_delay=timedelta(seconds=5))
-        conditions = self.gate_conditions() or self.gate_conditions(self.svc.rollback.conditions)
+        conditions = self.watch_conditions()
         watch = MetricGateOperator(
             task_id="watch_after_switch", **self.waiting(), version=self.release("version"), role="canary",
             metrics=self.metrics_from_conditions(conditions), conditions=conditions,

@@ -93,9 +93,8 @@ def build(b: ServiceDagBuilder) -> DAG:
             wait_first = b._wait("canary", "wait_one_replica_ready")
             share = max(1, min(100, math.ceil(100 * settings.validation_replicas / max(env.replicas, 1))))
             analysis = env.canary.analysis if env.canary is not None else None
-            conditions = b.gate_conditions()
-            metrics = b.gate_metrics() or b.metrics_from_conditions(conditions or b.gate_conditions(
-                b.svc.rollback.conditions))
+            conditions = b.watch_conditions()
+            metrics = b.gate_metrics() or b.metrics_from_conditions(conditions)
             validate = CanaryStepOperator(
                 task_id="validate_one_replica", **b.gating(), weight=share, pause=settings.stability_period,
                 metrics=metrics, conditions=conditions,

@@ -68,7 +68,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                     deploy.expected_duration = expected[region.name]
                     tasks = [deploy]
                     if region.wait_time.total_seconds() > 0:
-                        conditions = b.gate_conditions()
+                        conditions = b.watch_conditions()
                         # The region's own platform and metric settings (its connection, AWS region, target
                         # groups), as its regional DAG has them.
                         rb = ServiceDagBuilder(b.config, "production", region=region.name,

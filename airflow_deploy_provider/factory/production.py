@@ -179,7 +179,7 @@ def monitoring_tasks(b: ServiceDagBuilder, duration: timedelta | None = None) ->
     duration = env.monitoring_duration if duration is None else duration
     tasks: list[Any] = []
     if duration.total_seconds() > 0:
-        conditions = b.gate_conditions()
+        conditions = b.watch_conditions()
         metrics = b.gate_metrics(relative=False) or b.metrics_from_conditions(conditions)
         interval = env.canary.analysis.interval if env.canary is not None else min(duration, duration / 10)
         watch = MetricGateOperator(
