@@ -72,9 +72,10 @@ SCHEDULER_WITH_FIX = ("import importlib.util; spec = importlib.util.spec_from_fi
 
 def ignore_stale_defer_exit_success() -> None:
     """In this process, make the scheduler ignore an executor "success" for a task instance of the same try
-    that is running again after a deferral, with ``next_method`` still set: that event can only be the late
-    report of the worker that deferred (apache/airflow#72716; the fix proposed in apache/airflow#72767).
-    Without it the scheduler marks the resumed task failed ("state mismatch")."""
+    that is resumed (scheduled, queued or running again) after a deferral or a wait for input, with
+    ``next_method`` still set: that event can only be the late report of the worker that deferred or parked
+    (apache/airflow#72716; the fix proposed in apache/airflow#72767). Without it the scheduler marks the resumed
+    task failed ("state mismatch"); an approval answered within a second of its request hits it."""
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskinstancekey import TaskInstanceKey
@@ -90,8 +91,9 @@ def ignore_stale_defer_exit_success() -> None:
             ti = session.scalar(select(TaskInstance).where(
                 TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
                 TaskInstance.run_id == key.run_id, TaskInstance.map_index == key.map_index))
-            if (ti is not None and ti.try_number == key.try_number and ti.state == TaskInstanceState.RUNNING
-                    and ti.next_method is not None):
+            if (ti is not None and ti.try_number == key.try_number and ti.next_method is not None
+                    and ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED,
+                                     TaskInstanceState.SCHEDULED)):
                 executor.event_buffer.pop(key, None)
                 cls.logger().warning("test harness: ignoring the stale executor success of %s: it runs again "
                                      "after a deferral (apache/airflow#72716)", key)
@@ -118,11 +120,13 @@ class AirflowServer:
     :param config: Airflow options over :data:`FAST_CONFIG`, ``{section: {option: value}}``.
     :param keep: keep the home folder after stopping.
     :param stale_defer_fix: run the scheduler with :func:`ignore_stale_defer_exit_success`.
+    :param users: user name -> password, all admins of the simple auth manager; the REST API is then called as
+        the first of them unless ``as_user`` says otherwise. Default: no login, everyone an admin.
     """
 
     def __init__(self, home: Path | None = None, *, env: dict[str, str] | None = None,
                  config: dict[str, dict[str, Any]] | None = None, keep: bool = False,
-                 stale_defer_fix: bool = True) -> None:
+                 stale_defer_fix: bool = True, users: dict[str, str] | None = None) -> None:
         self._own_home = home is None
         self.stale_defer_fix = stale_defer_fix
         self.home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="adp-airflow-e2e-"))
@@ -138,6 +142,14 @@ class AirflowServer:
                                               execution_api_server_url=f"{self.api_url}/execution/")
         options.setdefault("database", {})["sql_alchemy_conn"] = f"sqlite:///{self.home / 'airflow.db'}"
         options.setdefault("api_auth", {})["jwt_secret"] = uuid.uuid4().hex
+        self.users = dict(users or {})
+        self._tokens: dict[str, str] = {}
+        if self.users:
+            passwords = self.home / "simple_auth_manager_passwords.json"
+            passwords.write_text(json.dumps(self.users))
+            options["core"].update(simple_auth_manager_all_admins=False,
+                                   simple_auth_manager_users=",".join(f"{u}:admin" for u in self.users),
+                                   simple_auth_manager_passwords_file=str(passwords))
         options["api"]["port"] = self.api_port
         # Nothing Airflow-specific from the test process leaks in (its own home, connections, options).
         base = {k: v for k, v in os.environ.items()
@@ -197,6 +209,8 @@ class AirflowServer:
             self.check_alive()
             with contextlib.suppress(requests.RequestException):
                 if self._session.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).status_code == 200:
+                    if self.users:  # every later call is made as the first user unless told otherwise
+                        self._session.headers["Authorization"] = f"Bearer {self.token(next(iter(self.users)))}"
                     return
             if time.monotonic() > deadline:
                 raise AirflowStartError(f"the api-server did not answer within {timeout:.0f}s\n"
@@ -258,8 +272,22 @@ class AirflowServer:
 
     # ------------------------------------------------------------------------------------------ REST API
 
-    def api(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
-        """Call the REST API (``/api/v2`` + path); the JSON answer. Every user is an admin here."""
+    def token(self, user: str) -> str:
+        """A JWT for ``user`` (simple auth manager login)."""
+        if user not in self._tokens:
+            resp = requests.post(f"{self.api_url}/auth/token", json={"username": user, "password": self.users[user]},
+                                 timeout=30)
+            if resp.status_code not in (200, 201):
+                raise AssertionError(f"login of {user}: HTTP {resp.status_code} {resp.text[:500]}")
+            self._tokens[user] = resp.json()["access_token"]
+        return self._tokens[user]
+
+    def api(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), as_user: str | None = None,
+            **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2`` + path) as ``as_user`` (default: the first user, if any); the JSON
+        answer."""
+        if as_user is not None:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {self.token(as_user)}"}
         resp = self._session.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
         if resp.status_code not in ok:
             raise AssertionError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:2000]}")
@@ -287,10 +315,11 @@ class AirflowServer:
             return False
         return resp.status_code == 200 and not resp.json().get("is_paused")
 
-    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        """Create a manual DAG run; its run id."""
+    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, run_id: str | None = None,
+                as_user: str | None = None) -> str:
+        """Create a manual DAG run (as ``as_user``); its run id."""
         run_id = run_id or f"e2e__{uuid.uuid4().hex[:8]}"
-        self.api("POST", f"/dags/{quote(dag_id, safe='')}/dagRuns",
+        self.api("POST", f"/dags/{quote(dag_id, safe='')}/dagRuns", as_user=as_user,
                  json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}})
         return run_id
 

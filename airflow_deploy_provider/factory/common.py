@@ -54,4 +54,5 @@ def approval_task(b: ServiceDagBuilder, environment: str, task_id: str = "approv
     if not enabled:
         return None
     return ApprovalSensor(task_id=task_id, **b.common(), policies=enabled, severity=severity,
-                          version=b.release("version"))
+                          version=b.release("version"), author=b.release("author"), notification=b.notification(),
+                          retries=2, retry_delay=timedelta(seconds=5))

@@ -33,8 +33,8 @@ class NotifyingMixin:
 
     notification: dict[str, Any] | None
 
-    def notify(self, event: str, message: Any, context: Any) -> str:
-        """Send ``message`` for ``event``; returns what happened (``sent``, ``skipped: ...``)."""
+    def notify(self, event: str, message: Any, context: Any, key: str | None = None) -> str:
+        """Send ``message`` for ``event`` (once per ``key``); returns what happened (``sent``, ``skipped: ...``)."""
         settings = self.notification or {}
         conn_id = settings.get("slack_conn_id")
         if not conn_id:
@@ -44,7 +44,7 @@ class NotifyingMixin:
         ledger = self.ledger  # type: ignore[attr-defined]
         deployment_id = self.deployment_id  # type: ignore[attr-defined]
         # One start, outcome and rollback message per deployment, however many tasks or tries reach here.
-        key = event if event != "approval" else f"{event}:{getattr(self, 'task_id', '')}"
+        key = key or (event if event != "approval" else f"{event}:{getattr(self, 'task_id', '')}")
         if any(e.data.get("key") == key for e in ledger.events(deployment_id, kind="notification")):
             return "skipped: already sent by an earlier try"
         from airflow_deploy_provider.notifications.slack import DeploymentNotifier
@@ -386,8 +386,9 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             failed = sorted(t for t, s in (states.get(ti.run_id) or {}).items() if s == "failed")
         except Exception:  # the SDK call is best effort: the outcome is recorded either way
             failed = []
-        gate = next((e for e in reversed(self.ledger.events(self.deployment_id)) if e.kind in ("gate", "rollback")
-                     and e.data.get("decision") in ("rollback", "fail")), None)
+        gate = next((e for e in reversed(self.ledger.events(self.deployment_id))
+                     if (e.kind in ("gate", "rollback") and e.data.get("decision") in ("rollback", "fail"))
+                     or (e.kind == "approval" and e.data.get("decision") in ("rejected", "expired"))), None)
         parts = []
         if failed:
             parts.append("failed: " + ", ".join(failed))

@@ -1,0 +1,184 @@
+"""Approvals end to end in a real Airflow (``tests/airflow_server.py``) with logged-in users of the simple auth
+manager: people answer the approval (Airflow's human-in-the-loop request) through the REST API as themselves.
+
+Production's policy: one of tech-lead (carol, dave) and one of product (erin, frank), by distinct people. Three
+services deploy at the same time on the local platform:
+
+* ``govok``: triggered by carol, so her approval is refused (separation of duties), as is mallory's (in no
+  group); dave approves twice (counted once); erin approves: the policy is met and the version deploys;
+* ``govno``: erin rejects with a comment: the run stops, nothing deployed;
+* ``govlate``: nobody answers within the 20 s timeout: the request expires, nothing deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from tests.airflow_server import AirflowServer
+
+pytestmark = pytest.mark.slow
+
+USERS = {"operator": "op-pw", "carol": "carol-pw", "dave": "dave-pw", "erin": "erin-pw", "frank": "frank-pw",
+         "mallory": "mallory-pw"}
+TASK = "approval_gate.approve"
+VERSION = "1.0.0"
+RUN_TIMEOUT = 300
+
+
+def service_files(name: str, timeout: str) -> dict[str, str]:
+    return {
+        "service.yaml": textwrap.dedent(f"""\
+            service: {name}
+            platform:
+              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{{port}}", --version, "{{version}}"]
+            approvals:
+              production:
+                timeout: {timeout}
+                groups:
+                  - {{name: tech-lead, members: [carol, dave]}}
+                  - {{name: product, members: [erin, frank]}}
+            checklist: {{stagingTestsPassed: false, securityScanClean: false, releaseNotes: false,
+                        rollbackPlan: false, onCallNotified: false}}
+            """),
+        "production.yaml": textwrap.dedent("""\
+            environment: production
+            strategy: rolling
+            replicas: 1
+            healthCheck: {initialDelay: 100ms, interval: 200ms, timeout: 2s}
+            monitoring: {duration: 0s}  # no live traffic here: a watch would see no data and fail
+            """),
+    }
+
+
+class Governed:
+    def __init__(self, airflow: AirflowServer, ledger_url: str) -> None:
+        self.airflow = airflow
+        self.ledger_url = ledger_url
+
+    def hitl_path(self, dag_id: str, run_id: str) -> str:
+        return f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/{TASK}/-1/hitlDetails"
+
+    def wait_open(self, dag_id: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """The approval request once it waits for an answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = requests.get(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id)}", timeout=30,
+                                headers={"Authorization": f"Bearer {self.airflow.token('operator')}"})
+            if resp.status_code == 200 and not resp.json().get("response_received"):
+                states = self.airflow.task_states(dag_id, run_id)
+                if states.get(TASK) in ("awaiting_input", "deferred"):
+                    return resp.json()
+            time.sleep(0.5)
+        raise AssertionError(f"no open approval request in {dag_id}/{run_id}:\n"
+                             + self.airflow.explain(dag_id, run_id))
+
+    def answer(self, dag_id: str, run_id: str, user: str, choice: str, comment: str | None = None) -> int:
+        """Answer as ``user`` through the REST API; the HTTP status."""
+        resp = requests.patch(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id)}", timeout=30,
+                              headers={"Authorization": f"Bearer {self.airflow.token(user)}"},
+                              json={"chosen_options": [choice], "params_input": {"comment": comment}})
+        return resp.status_code
+
+    def decisions(self, deployment_id: str) -> list[tuple[str, str | None]]:
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+        events = DeploymentLedger.from_url(self.ledger_url).events(deployment_id, kind="approval")
+        return [(e.data["decision"], e.data.get("user")) for e in events]
+
+    def ledger(self):
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+        return DeploymentLedger.from_url(self.ledger_url)
+
+    def serving(self, name: str) -> str | None:
+        state = self.airflow.home / "deploy-local" / f"{name}-production" / "state.json"
+        if not state.exists():
+            return None
+        data = json.loads(state.read_text())
+        return ((data.get("roles") or {}).get("stable") or {}).get("version")
+
+
+@pytest.fixture(scope="module")
+def governed(tmp_path_factory):
+    home = tmp_path_factory.mktemp("approvals_airflow")
+    airflow = AirflowServer(home, users=USERS)
+    ledger_url = f"sqlite:///{home / 'ledger.db'}"
+    airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
+    try:
+        for name, timeout in (("govok", "10m"), ("govno", "10m"), ("govlate", "20s")):
+            root = home / "services" / name
+            for file, text in service_files(name, timeout).items():
+                (root / name / ".deploy").mkdir(parents=True, exist_ok=True)
+                (root / name / ".deploy" / file).write_text(text)
+            airflow.add_dag_file(f"{name}.py", "from airflow_deploy_provider.factory import register_deploy_dags\n"
+                                 f"register_deploy_dags(globals(), roots=[{str(root)!r}])\n")
+        airflow.start()
+        airflow.wait_for_dags([f"deploy_{n}_production" for n in ("govok", "govno", "govlate")])
+        yield Governed(airflow, ledger_url)
+    finally:
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "airflow_deploy_provider.cli", "local", "down"], env=airflow.env,
+                       capture_output=True, timeout=120)
+        airflow.stop()
+
+
+def test_approved_by_two_distinct_members_of_the_groups(governed):
+    airflow, dag = governed.airflow, "deploy_govok_production"
+    run_id = airflow.trigger(dag, conf={"version": VERSION}, run_id="e2e_ok", as_user="carol")
+    request = governed.wait_open(dag, run_id)
+    assert {u["id"] for u in request["assigned_users"]} == {"dave", "erin", "frank"}  # carol triggered the run
+    assert "carol (triggered this run)" in request["body"]
+    assert governed.answer(dag, run_id, "carol", "Approve") == 403
+    assert governed.answer(dag, run_id, "mallory", "Approve") == 403
+    assert governed.answer(dag, run_id, "dave", "Approve", "looks good") == 200
+    governed.wait_open(dag, run_id)
+    assert governed.answer(dag, run_id, "dave", "Approve", "again") == 200  # counted once
+    governed.wait_open(dag, run_id)
+    assert airflow.task_states(dag, run_id)[TASK] in ("awaiting_input", "deferred")
+    assert governed.answer(dag, run_id, "erin", "Approve", "ship it") == 200
+    run = airflow.wait_for_run(dag, run_id, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", airflow.explain(dag, run_id)
+    deployment = f"{dag}/{run_id}"
+    assert governed.decisions(deployment) == [("requested", None), ("approved", "dave"), ("refused", "dave"),
+                                              ("approved", "erin")]
+    approvals = [e.data for e in governed.ledger().events(deployment, kind="approval")]
+    assert approvals[1]["group"] == "tech-lead" and approvals[3]["group"] == "product"
+    assert approvals[1]["comment"] == "looks good"
+    assert governed.ledger().get(deployment).triggered_by == "carol"
+    assert governed.serving("govok") == VERSION
+
+
+def test_rejection_stops_the_run_before_anything_is_deployed(governed):
+    airflow, dag = governed.airflow, "deploy_govno_production"
+    run_id = airflow.trigger(dag, conf={"version": VERSION}, run_id="e2e_no")
+    governed.wait_open(dag, run_id)
+    assert governed.answer(dag, run_id, "erin", "Reject", "not during the sale") == 200
+    run = airflow.wait_for_run(dag, run_id, timeout=RUN_TIMEOUT)
+    assert run["state"] == "failed"
+    states = airflow.task_states(dag, run_id)
+    assert states[TASK] == "failed"
+    deployment = governed.ledger().get(f"{dag}/{run_id}")
+    assert deployment.status == "failed" and "rejected by erin: not during the sale" in deployment.outcome_reason
+    assert governed.decisions(deployment.id) == [("requested", None), ("rejected", "erin")]
+    assert governed.serving("govno") is None  # nothing deployed
+
+
+def test_unanswered_request_expires_and_nothing_is_deployed(governed):
+    airflow, dag = governed.airflow, "deploy_govlate_production"
+    run_id = airflow.trigger(dag, conf={"version": VERSION}, run_id="e2e_late")
+    governed.wait_open(dag, run_id)
+    run = airflow.wait_for_run(dag, run_id, timeout=RUN_TIMEOUT)
+    assert run["state"] == "failed", airflow.explain(dag, run_id)
+    deployment = governed.ledger().get(f"{dag}/{run_id}")
+    assert deployment.status == "failed"
+    assert [d for d, _ in governed.decisions(deployment.id)] == ["requested", "expired"]
+    assert governed.serving("govlate") is None
