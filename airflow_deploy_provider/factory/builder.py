@@ -213,15 +213,40 @@ class ServiceDagBuilder:
 
     # ------------------------------------------------------------------------------------------------ DAG
 
+    def promotion_asset(self, environment: str) -> Any:
+        """The asset a successful deployment to ``environment`` updates (extra: version, image, commit); the
+        next environment's DAG is scheduled on it."""
+        from airflow.sdk import Asset
+
+        return Asset(name=f"deploy-{self.name}-{environment}", uri=f"deploy://{self.name}/{environment}",
+                     group="deployments")
+
+    def promotion_schedule(self, previous: str | None) -> Any:
+        """When this environment's DAG runs by itself: on the previous environment's asset (a version that
+        passed there), and in production at each maintenance window's start (the newest version that passed
+        staging and is not in production yet). ``None``: only when someone triggers it."""
+        from_previous = [self.promotion_asset(previous)] if previous in self.config.environments else []
+        window = self.svc.maintenance_window if self.environment == "production" else None
+        if window is None:
+            return from_previous or None
+        from airflow.timetables.trigger import CronTriggerTimetable
+
+        cron = CronTriggerTimetable(window.schedule, timezone=window.timezone)
+        if not from_previous:
+            return cron
+        from airflow.timetables.assets import AssetOrTimeSchedule
+
+        return AssetOrTimeSchedule(timetable=cron, assets=from_previous)
+
     def dag(self, dag_id: str, *, title: str, params: dict[str, Param], doc_md: str = "",
-            tags: Sequence[str] = ()) -> DAG:
+            tags: Sequence[str] = (), schedule: Any = None) -> DAG:
         description = f"{title} - {self.svc.description}" if self.svc.description else title
         self.params = params
         return DAG(
             dag_id=dag_id,
             dag_display_name=f"{self.name}: {title}",
             description=description[:250],
-            schedule=None,
+            schedule=schedule,
             start_date=START_DATE,
             catchup=False,
             max_active_runs=1,
@@ -243,6 +268,9 @@ class ServiceDagBuilder:
         
         dag.params = self.params
         self.plan = describe_dag(dag, self, workflow)
+        for task in dag.tasks:  # a maintenance window must hold the whole run, as the plan expects it
+            if hasattr(task, "expected_rollout"):
+                task.expected_rollout = self.plan.expected
         return dag
 
     # ---------------------------------------------------------------------------------------------- tasks
@@ -258,10 +286,12 @@ class ServiceDagBuilder:
         return op
 
     def finish_success(self, task_id: str, *, record: bool = True, announce: bool = True,
-                       regions: list[str] | None = None) -> FinishDeploymentOperator:
+                       regions: list[str] | None = None, publish: bool = False) -> FinishDeploymentOperator:
+        """The outcome record; ``publish``: also update this environment's promotion asset."""
+        outlets = [self.promotion_asset(self.environment)] if publish else []
         return FinishDeploymentOperator(task_id=task_id, **self.common(), outcome="succeeded", record=record,
                                         announce=announce, notification=self.notification(), regions=regions,
-                                        retries=2, retry_delay=timedelta(seconds=10))
+                                        outlets=outlets, retries=2, retry_delay=timedelta(seconds=10))
 
     def finish_failure(self, task_id: str = "handle_failure",
                        regions: list[str] | None = None) -> FinishDeploymentOperator:

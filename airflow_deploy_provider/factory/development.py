@@ -45,7 +45,7 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("smoke_tests", "Health check endpoint, basic functionality tests, log validation") as smoke:
             smoke_tests(b, role="stable")
         with phase("notification", "Slack notification with the deployment status"):
-            success = b.finish_success("notify_success")
+            success = b.finish_success("notify_success", publish=True)  # staging runs on it
             failure = b.finish_failure("notify_failure")
         chain_phases(start, build, scan, deploy, smoke)
         chain_phases(smoke, [success, failure])  # siblings: both stay leaves, so a failure also fails the run

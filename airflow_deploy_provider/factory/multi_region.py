@@ -35,12 +35,14 @@ def build(b: ServiceDagBuilder) -> DAG:
     mr = b.config.multi_region
     env = b.env
     assert mr is not None and env is not None
+    schedule = b.promotion_schedule("staging")
     dag = b.dag(f"deploy_{b.name}_production", title="multi-region rollout to production",
-                params=production_params(), tags=["deploy", "multi-region"])
+                params=production_params(required=schedule is None), tags=["deploy", "multi-region"],
+                schedule=schedule)
     policy = mr.failure_policy
     expected = {r.name: regional_expected(b, r.name) for r in mr.regions}  # before entering this DAG's context
     with dag:
-        start = b.start(tag_template=production_tag(b), commit="{{ params.commit or '' }}")
+        start = b.start(tag_template=production_tag(b), commit="{{ params.commit or '' }}", promote_from="staging")
         with phase("pre_deployment_checklist", "Staging passed, security scan clean, release notes, rollback plan, "
                    "on-call notified, maintenance window, database backup") as checks:
             checklist(b)
@@ -61,7 +63,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                     deploy = RegionalRunOperator(
                         task_id="deploy", trigger_dag_id=f"deploy_{b.name}_production_{region.name}",
                         trigger_run_id="{{ run_id }}__" + region.name,
-                        conf={"version": "{{ params.version }}", "commit": "{{ params.commit }}",
+                        conf={"version": b.release("version"), "commit": b.release("commit"),
                               "reason": "{{ params.reason }}", "parent_id": parent_id},
                         trigger_rule=TriggerRule.ALL_SUCCESS if policy.stop_on_region_failure or not previous_end
                         else TriggerRule.ALL_DONE)
@@ -76,7 +78,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                         tasks.append(MetricGateOperator(
                             task_id="observe", service=b.name, environment="production", region=region.name,
                             ledger_conn_id=b.ledger_conn_id, platform=rb.platform_settings(), deferrable=b.deferrable,
-                            version="{{ params.version }}", metrics=b.gate_metrics(relative=False) or b.metrics_from_conditions(
+                            version=b.release("version"), metrics=b.gate_metrics(relative=False) or b.metrics_from_conditions(
                                 conditions), conditions=conditions,
                             interval=env.canary.analysis.interval if env.canary else region.wait_time / 10,
                             duration=region.wait_time, min_requests=env.canary.analysis.min_requests
@@ -220,7 +222,7 @@ def build_hotfix(b: ServiceDagBuilder) -> DAG:
                         trigger_run_id="{{ run_id }}__" + region.name,
                         conf={"version": b.release("version"), "issue_id": "{{ params.issue_id }}",
                               "severity": "{{ params.severity }}", "reason": "{{ params.reason }}",
-                              "commit": "{{ params.commit }}", "parent_id": parent_id})
+                              "commit": b.release("commit"), "parent_id": parent_id})
                     runs[region.name] = run
             for region in mr.regions:
                 if region not in first:

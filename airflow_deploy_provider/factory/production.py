@@ -52,9 +52,11 @@ VALIDATION_TASKS = {
 }
 
 
-def production_params() -> dict[str, Any]:
-    return {"version": version_param(description="Version that passed staging."), "commit": commit_param(),
-            "reason": reason_param()}
+def production_params(required: bool = True) -> dict[str, Any]:
+    """``required=False`` for a DAG that also runs by itself (staging's success, the maintenance window)."""
+    return {"version": version_param(required=required, description="Version that passed staging" + (
+        "" if required else "; empty for the one staging's success brought, or the newest that passed staging") + "."),
+        "commit": commit_param(), "reason": reason_param()}
 
 
 def production_tag(b: ServiceDagBuilder) -> str:
@@ -73,7 +75,15 @@ def checklist(b: ServiceDagBuilder) -> list[Any]:
             continue
         if item == "database_backup" and b.svc.migrations is None:
             continue
-        settings = {"release_notes_location": items.release_notes_location} if item == "release_notes" else {}
+        settings: dict[str, Any] = {
+            "staging_tests_passed": {"has_staging": "staging" in b.config.environments},
+            "release_notes": {"release_notes_location": items.release_notes_location,
+                              "service_root": str(b.config.root)},
+            "rollback_plan": {"rollback_dag_id": rollback_dag_id(b)},
+            "on_call_notified": {"notification": b.notification()},
+            "maintenance_window": {"window": b.svc.maintenance_window.model_dump(mode="python")
+                                   if b.svc.maintenance_window else None},
+        }.get(item, {})
         tasks.append(ChecklistItemOperator(task_id=task_id, **b.common(), item=item, version=b.release("version"),
                                            settings=settings))
     return tasks
@@ -117,10 +127,12 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
     dag_id = f"deploy_{b.name}_production" + (f"_{b.region}" if b.region else "")
     title = f"deploy to production in {b.region}" if b.region else "deploy to production"
     tags = ["deploy"] + ([f"region:{b.region}"] if b.region else [])
-    dag = b.dag(dag_id, title=title, params=production_params(), tags=tags)
+    schedule = None if regional else b.promotion_schedule("staging")
+    dag = b.dag(dag_id, title=title, params=production_params(required=schedule is None), tags=tags,
+                schedule=schedule)
     with dag:
         start = b.start(tag_template=production_tag(b), commit="{{ params.commit or '' }}",
-                        parent_id="{{ dag_run.conf.get('parent_id', '') }}")
+                        parent_id="{{ dag_run.conf.get('parent_id', '') }}", promote_from="staging")
         with phase("pre_deployment_checklist", "Staging passed, security scan clean, release notes, rollback plan, "
                    "on-call notified, maintenance window, database backup") as checks:
             if not regional:  # a regional run is covered by the global rollout's checklist

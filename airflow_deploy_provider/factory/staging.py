@@ -20,11 +20,15 @@ from airflow_deploy_provider.operators.validation import ConfigValidationOperato
 def build(b: ServiceDagBuilder) -> DAG:
     env = b.env
     assert env is not None
-    params = {"version": version_param(description="Version that passed development."),
+    schedule = b.promotion_schedule("development")
+    params = {"version": version_param(required=schedule is None, description="Version that passed development; "
+                                       "empty when development's success starts the run."),
               "commit": commit_param(), "reason": reason_param()}
-    dag = b.dag(f"deploy_{b.name}_staging", title="deploy to staging", params=params, tags=["deploy"])
+    dag = b.dag(f"deploy_{b.name}_staging", title="deploy to staging", params=params, tags=["deploy"],
+                schedule=schedule)
     with dag:
-        start = b.start(tag_template="staging-{version}", commit="{{ params.commit or '' }}")
+        start = b.start(tag_template="staging-{version}", commit="{{ params.commit or '' }}",
+                        promote_from="development")
         with phase("manual_approval", "Reviewer checks development, verifies test coverage, approves the "
                    "promotion") as approval:
             # Without a development environment there is nothing a version must have passed first.
@@ -59,7 +63,7 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("notification_and_documentation", "Update release notes, notify stakeholders, document "
                    "configuration changes"):
             docs = b.steps(["release-notes", "document-config-changes"])
-            success = b.finish_success("notify_stakeholders")
+            success = b.finish_success("notify_stakeholders", publish=True)  # production runs on it
         failure = b.finish_failure()
         chain_phases(start, approval, validation, promotion, infrastructure, deploy, testing, monitoring, docs)
         before = docs or _last_present(monitoring, testing, deploy)

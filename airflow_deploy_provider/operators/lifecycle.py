@@ -77,6 +77,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     :param severity: hotfix severity, ``critical`` or ``major`` (templated).
     :param trigger: what started the run (templated); default the DAG run's type.
     :param parent_id: ledger id of the orchestrating deployment for a regional run (templated).
+    :param promote_from: the environment versions are promoted from (scheduled and asset-triggered runs).
     :param across_regions: a hotfix or rollback of every region of a multi-region service: the previous version
         is that of the last complete rollout or hotfix across the regions; a rollback goes back to the one before
         the current one.
@@ -107,6 +108,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         trigger: str | None = "{{ dag_run.run_type }}",
         parent_id: str | None = None,
         across_regions: bool = False,
+        promote_from: str | None = None,
         config_fingerprint: str | None = None,
         notification: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -129,6 +131,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.trigger = trigger
         self.parent_id = parent_id
         self.across_regions = across_regions
+        self.promote_from = promote_from
         self.config_fingerprint = config_fingerprint
         self.notification = notification
 
@@ -223,6 +226,8 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url, triggering_user
 
         existing = self.ledger.get(self.deployment_id)
+        if existing is None and _blank(self.version):
+            self._promoted_release(context)
         if existing is not None:
             release = dict(self._release_from(existing), **{"deployment_id": self.deployment_id})
             self.log.info("Deployment %s already recorded (retry): %s %s", self.deployment_id, release["version"],
@@ -258,6 +263,30 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         )
         self.log.info("Start notification: %s", self.notify("start", message, context))
         return release
+
+    def _promoted_release(self, context: Any) -> None:
+        """A run nobody gave a version: started by the previous environment's asset (its event carries the
+        release) or by the schedule (maintenance window: the newest version that passed ``promote_from`` and
+        is not here yet; none ends the run quietly as skipped)."""
+        dag_run = context.get("dag_run")
+        run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", "")))
+        events = [e for evs in (context.get("triggering_asset_events") or {}).values() for e in evs]
+        if events:
+            extra = dict(events[-1].extra or {})
+            self.version = extra.get("version") or self.version
+            if _blank(self.commit) and extra.get("commit"):
+                self.commit = extra["commit"]
+            self.log.info("promoted by the asset event of %s: %s", extra.get("deployment_id"), extra)
+            return
+        if run_type == "scheduled" and self.promote_from:
+            here = set(self.ledger.versions_passed(self.service, self.environment))
+            newest = next((v for v in self.ledger.versions_passed(self.service, self.promote_from) if v not in here),
+                          None)
+            if newest is None:
+                raise AirflowSkipException(f"nothing to deploy: no version that passed {self.promote_from} is "
+                                           f"missing from {self.environment}")
+            self.log.info("scheduled run: %s, the newest version that passed %s", newest, self.promote_from)
+            self.version = newest
 
     def _close_abandoned(self, dag_run: Any) -> None:
         """A deployment DAG runs one run at a time (``max_active_runs=1``), so an earlier deployment of this DAG
@@ -339,6 +368,11 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             if table:
                 self.log.info("per-region outcome:\n%s", "\n".join("  ".join(f"{c:<16}" for c in row)
                                                                   for row in table))
+        if self.outcome == "succeeded" and deployment.status == "succeeded":
+            for asset in self.outlets:  # the next environment's DAG runs on this event, with this release
+                context["outlet_events"][asset].extra = {
+                    "version": deployment.version, "image": deployment.image, "commit": deployment.commit_sha,
+                    "deployment_id": deployment.id}
         if not self.announce:
             return
         if deployment.status == "rolled_back" and self.outcome == "failed":

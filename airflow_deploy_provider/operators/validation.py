@@ -389,10 +389,105 @@ class ChecklistItemOperator(DeploymentBaseOperator):
     def describe(self) -> str:
         return f"checklist: {self.item.replace('_', ' ')}"
 
-    def execute(self, context: Any) -> None:
-        raise NotImplementedForPlatform(
-            f"the production checklist item {self.item!r} is not implemented in this version of "
-            "airflow-deploy-provider; turn it off under 'checklist' in service.yaml to deploy without it")
+    def execute(self, context: Any) -> dict[str, Any]:
+        if self.item == "database_backup":
+            raise NotImplementedForPlatform(
+                "the checklist item 'database_backup' comes with the database migrations of a later version of "
+                "airflow-deploy-provider; turn it off under 'checklist' in service.yaml to deploy without it")
+        try:
+            detail = getattr(self, f"_{self.item}")(context)
+        except AirflowFailException as exc:
+            self.record("checklist", f"checklist: {self.item.replace('_', ' ')}: FAILED, {exc}",
+                        data={"item": self.item, "ok": False, "detail": str(exc)})
+            raise
+        self.record("checklist", f"checklist: {self.item.replace('_', ' ')}: ok, {detail}",
+                    data={"item": self.item, "ok": True, "detail": detail})
+        return {"item": self.item, "ok": True, "detail": detail}
+
+    # Each item returns what it found, or raises AirflowFailException saying what is missing.
+
+    def _staging_tests_passed(self, context: Any) -> str:
+        if not self.settings.get("has_staging", True):
+            return "the service has no staging environment"
+        if self.ledger.has_passed(self.service, "staging", self.version):
+            return f"{self.version} passed staging"
+        passed = self.ledger.versions_passed(self.service, "staging")[:5]
+        raise AirflowFailException(f"{self.version} has not passed staging; versions that did: "
+                                   f"{', '.join(passed) or 'none'}")
+
+    def _security_scan_clean(self, context: Any) -> str:
+        scans = [e for d in self.ledger.deployments(self.service) for e in self.ledger.events(d.id, kind="scan")
+                 if e.data.get("version") == self.version]
+        if not scans:
+            raise AirflowFailException(f"no security scan result recorded for {self.version} (the build's scan step "
+                                       "records it); configure the scan or turn the item off")
+        latest = max(scans, key=lambda e: e.at)
+        blocking = int(latest.data.get("blocking") or 0)
+        if blocking:
+            raise AirflowFailException(f"the security scan of {self.version} has {blocking} blocking finding(s)")
+        return f"scan of {self.version} on {latest.at:%Y-%m-%d %H:%M}: no blocking findings"
+
+    def _release_notes(self, context: Any) -> str:
+        location = self.settings.get("release_notes_location")
+        root = Path(self.settings.get("service_root") or ".")
+        if location and location.startswith(("http://", "https://")):
+            import requests
+
+            url = location.replace("{version}", self.version)
+            try:
+                resp = requests.get(url, timeout=15)
+            except requests.RequestException as exc:
+                raise AirflowFailException(f"release notes {url} could not be read: {exc}") from None
+            if resp.status_code != 200 or not resp.text.strip():
+                raise AirflowFailException(f"release notes {url}: HTTP {resp.status_code}")
+            return f"release notes at {url}"
+        candidates = [location.replace("{version}", self.version)] if location else ["CHANGELOG.md", "RELEASE_NOTES.md"]
+        for name in candidates:
+            path = root / name
+            if path.is_file() and path.stat().st_size:
+                if location and "{version}" in location:
+                    return f"release notes in {name}"
+                if self.version in path.read_text(errors="replace"):
+                    return f"{self.version} in {name}"
+        raise AirflowFailException(f"no release notes for {self.version}: looked for it in "
+                                   f"{', '.join(candidates)} (checklist.releaseNotesLocation names a file or URL)")
+
+    def _rollback_plan(self, context: Any) -> str:
+        dag_id = self.settings.get("rollback_dag_id")
+        previous = self.ledger.last_stable(self.service, self.environment, self.region)
+        if previous is None:
+            return f"first deployment: nothing to roll back to; a failed rollout removes {self.version}"
+        return f"{dag_id} goes back to {previous.version} ({previous.image})"
+
+    def _on_call_notified(self, context: Any) -> str:
+        notification = self.settings.get("notification") or {}
+        if not notification.get("slack_conn_id"):
+            raise AirflowFailException("no notification channel configured (notifications.slack): the on-call "
+                                       "team cannot have been notified")
+        sent = [e for e in self.ledger.events(self.deployment_id, kind="notification") if e.data.get("event") == "start"]
+        if not sent:
+            raise AirflowFailException("the start of this deployment was not announced (notifications.events "
+                                       "leaves out 'start'?)")
+        return f"announced in {notification.get('channel') or 'the notification channel'} at {sent[0].at:%H:%M:%S}"
+
+    def _maintenance_window(self, context: Any) -> str:
+        from datetime import datetime, timezone
+
+        from airflow_deploy_provider.sensors.maintenance_window import freeze_at, window_at
+
+        window = self.settings["window"]
+        now = datetime.now(timezone.utc)
+        freeze = freeze_at(window, now)
+        if freeze is not None:
+            raise AirflowFailException(f"inside the freeze {freeze['name']!r}")
+        end, following = window_at(window, now)
+        where = f"{window['schedule']} {window.get('timezone', 'UTC')}"
+        if end is None and window.get("outside_window", "wait") == "wait":
+            return f"outside the maintenance window ({where}) now: the run waits for it ({following:%Y-%m-%d %H:%M %Z})"
+        if end is None:
+            raise AirflowFailException(f"outside the maintenance window ({where}); the next one starts "
+                                       f"{following:%Y-%m-%d %H:%M %Z}")
+        return f"inside the maintenance window until {end:%Y-%m-%d %H:%M %Z}"
 
 
 class RecordIncidentOperator(DeploymentBaseOperator):

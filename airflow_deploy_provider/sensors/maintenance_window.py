@@ -2,21 +2,80 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator
-from airflow_deploy_provider.registry import NotImplementedForPlatform
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    from airflow_deploy_provider.config.types import parse_duration
+
+    return parse_duration(str(value))
+
+
+def window_at(window: dict[str, Any], now: datetime) -> tuple[datetime | None, datetime]:
+    """``(end of the window ``now`` is in or None, start of the next window)``, in the window's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    tz = ZoneInfo(window.get("timezone") or "UTC")
+    local = now.astimezone(tz)
+    length = _duration(window["duration"])
+    # croniter.match would miss a window that started before now; the last start is what matters.
+    last = croniter(window["schedule"], local + timedelta(seconds=1)).get_prev(datetime)
+    following = croniter(window["schedule"], local).get_next(datetime)
+    return (last + length if local < last + length else None), following
+
+
+def freeze_at(window: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The freeze ``now`` falls in (a date ``end`` includes that whole day), or None."""
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    tz = ZoneInfo(window.get("timezone") or "UTC")
+    local = now.astimezone(tz)
+    for freeze in window.get("freezes") or []:
+        start, end = freeze.get("start"), freeze.get("end")
+        if start is not None:
+            start = _local(start, tz)
+            end = _local(end, tz) if end is not None else None
+            if end is not None and _is_date_only(freeze.get("end")):
+                end += timedelta(days=1)
+            if start <= local and (end is None or local < end):
+                return freeze
+        if freeze.get("schedule") and freeze.get("duration"):
+            last = croniter(freeze["schedule"], local + timedelta(seconds=1)).get_prev(datetime)
+            if local < last + _duration(freeze["duration"]):
+                return freeze
+    return None
+
+
+def _local(value: Any, tz: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=tz) if value.tzinfo is None else value.astimezone(tz)
+
+
+def _is_date_only(value: Any) -> bool:
+    if isinstance(value, datetime):
+        return value.hour == value.minute == value.second == value.microsecond == 0
+    return isinstance(value, str) and "T" not in value and " " not in value.strip()
 
 
 class MaintenanceWindowSensor(DeploymentBaseOperator):
     """
     Lets a production run proceed inside the maintenance window: outside it the run waits for the next
-    window (deferred) or is refused (``outside_window``), inside a freeze it is refused with the freeze named,
-    and a rollout whose expected duration does not fit in what is left of the window is refused.
+    window (deferred to a trigger, no worker slot held) or is refused (``outside_window``); inside a freeze it is
+    refused with the freeze named; and a rollout whose expected duration does not fit in what is left of the
+    window is refused, before anything changes.
 
     :param window: ``schedule`` (cron), ``duration``, ``timezone``, ``outside_window``, ``freezes``.
-    :param expected_rollout: expected duration of the rest of the rollout.
+    :param expected_rollout: expected duration of the whole run (the factory sets it from the DAG's plan).
     """
 
     waits_for_people = True
@@ -40,7 +99,39 @@ class MaintenanceWindowSensor(DeploymentBaseOperator):
         return f"verify the maintenance window ({self.window['schedule']} {self.window.get('timezone', 'UTC')}, " \
                f"{duration})"
 
-    def execute(self, context: Any) -> None:
-        raise NotImplementedForPlatform(
-            "maintenance windows are not implemented in this version of airflow-deploy-provider; remove "
-            "'maintenanceWindow' from service.yaml to deploy without one")
+    def execute(self, context: Any, event: Any = None) -> dict[str, Any] | None:
+        from datetime import timezone
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_deploy_provider.config.types import format_duration
+
+        now = datetime.now(timezone.utc)
+        where = f"{self.window['schedule']} {self.window.get('timezone') or 'UTC'}"
+        freeze = freeze_at(self.window, now)
+        if freeze is not None:
+            self.record("window", f"refused: inside the freeze {freeze['name']!r}", data={"freeze": freeze["name"]})
+            raise AirflowFailException(f"production deployments are frozen: {freeze['name']!r}")
+        end, following = window_at(self.window, now)
+        if end is None:
+            if self.window.get("outside_window", "wait") == "refuse":
+                self.record("window", f"refused: outside the maintenance window ({where}); the next starts "
+                            f"{following:%Y-%m-%d %H:%M %Z}", data={"next": following.isoformat()})
+                raise AirflowFailException(f"outside the maintenance window ({where}); the next one starts "
+                                           f"{following:%Y-%m-%d %H:%M %Z}")
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.record("window", f"waiting for the maintenance window: {following:%Y-%m-%d %H:%M %Z}",
+                        data={"next": following.isoformat()})
+            self.defer(trigger=DateTimeTrigger(moment=following.astimezone(timezone.utc)), method_name="execute")
+        left = end - now
+        if self.expected_rollout > left:
+            self.record("window", f"refused: the rollout takes about {format_duration(self.expected_rollout)}, the "
+                        f"window ends in {format_duration(left)}", data={"left": left.total_seconds(),
+                                                                         "expected": self.expected_rollout.total_seconds()})
+            raise AirflowFailException(f"the rollout (about {format_duration(self.expected_rollout)}) does not fit in "
+                                       f"what is left of the maintenance window ({format_duration(left)})")
+        self.record("window", f"inside the maintenance window until {end:%Y-%m-%d %H:%M %Z} "
+                    f"({format_duration(left)} left, the rollout takes about {format_duration(self.expected_rollout)})",
+                    data={"end": end.isoformat()})
+        return {"end": end.isoformat()}

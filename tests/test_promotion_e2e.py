@@ -1,0 +1,90 @@
+"""Promotion through Airflow assets, in a real Airflow (``tests/airflow_server.py``): a development deployment
+that succeeds updates ``deploy://<service>/development`` with its release; the staging DAG runs on that event and
+deploys the same version (retagged ``staging-<version>``); its success does the same for production. Nobody
+triggers staging or production."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.airflow_server import AirflowServer
+
+pytestmark = pytest.mark.slow
+
+COMMIT = "5e6f7a8b9c0d"
+SHORT = COMMIT[:7]
+HEALTH = "healthCheck: {initialDelay: 100ms, interval: 200ms, timeout: 2s}\n"
+
+
+def service_files() -> dict[str, str]:
+    return {
+        "service.yaml": textwrap.dedent("""\
+            service: promo
+            platform:
+              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{port}", --version, "{version}"]
+            approvals:
+              staging: {enabled: false}
+              production: {enabled: false}
+            checklist: {securityScanClean: false, releaseNotes: false, onCallNotified: false}
+            """),
+        "development.yaml": "environment: development\nstrategy: recreate\nreplicas: 1\n" + HEALTH,
+        "staging.yaml": "environment: staging\nstrategy: rolling\nreplicas: 1\n" + HEALTH,
+        "production.yaml": "environment: production\nstrategy: rolling\nreplicas: 1\nmonitoring: {duration: 0s}\n"
+                           + HEALTH,
+    }
+
+
+def test_a_development_success_is_promoted_to_staging_then_production(tmp_path):
+    home = tmp_path / "airflow"
+    # The scheduler creates asset-triggered runs only when it schedules at all (the harness turns that off).
+    airflow = AirflowServer(home, config={"scheduler": {"use_job_schedule": True}})
+    ledger_url = f"sqlite:///{home / 'ledger.db'}"
+    airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
+    deploy = home / "services" / "promo" / ".deploy"
+    deploy.mkdir(parents=True)
+    for name, text in service_files().items():
+        (deploy / name).write_text(text)
+    airflow.add_dag_file("promo.py", "from airflow_deploy_provider.factory import register_deploy_dags\n"
+                         f"register_deploy_dags(globals(), roots=[{str(home / 'services')!r}])\n")
+    try:
+        airflow.start()
+        dags = ["deploy_promo_development", "deploy_promo_staging", "deploy_promo_production"]
+        airflow.wait_for_dags(dags)
+        run_id = airflow.trigger(dags[0], conf={"commit": COMMIT, "author": "alice"})
+        dev = airflow.wait_for_run(dags[0], run_id, timeout=300)
+        assert dev["state"] == "success", airflow.explain(dags[0], run_id)
+
+        runs = {}
+        deadline = time.monotonic() + 300
+        for dag_id in dags[1:]:
+            while not airflow.dag_runs(dag_id):
+                assert time.monotonic() < deadline, f"{dag_id} never ran:\n" + airflow.process_logs(40)
+                time.sleep(1)
+            (run,) = airflow.dag_runs(dag_id)
+            runs[dag_id] = airflow.wait_for_run(dag_id, run["dag_run_id"], timeout=300)
+            assert runs[dag_id]["state"] == "success", airflow.explain(dag_id, run["dag_run_id"])
+            assert runs[dag_id]["run_type"] == "asset_triggered", runs[dag_id]
+
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+        ledger = DeploymentLedger.from_url(ledger_url)
+        rows = {d.environment: d for d in ledger.deployments("promo")}
+        assert {env: (d.version, d.image, d.status) for env, d in rows.items()} == {
+            "development": (SHORT, f"promo:dev-{SHORT}", "succeeded"),
+            "staging": (SHORT, f"promo:staging-{SHORT}", "succeeded"),
+            "production": (SHORT, f"promo:staging-{SHORT}", "succeeded")}
+        assert rows["staging"].commit_sha == rows["production"].commit_sha == COMMIT
+        events = airflow.api("GET", "/assets/events", params={"limit": 10})["asset_events"]
+        extras = {e["uri"]: e["extra"] for e in events}
+        assert extras["deploy://promo/development"]["version"] == SHORT
+        assert extras["deploy://promo/staging"]["image"] == f"promo:staging-{SHORT}"
+    finally:
+        subprocess.run([sys.executable, "-m", "airflow_deploy_provider.cli", "local", "down"], env=airflow.env,
+                       capture_output=True, timeout=120)
+        airflow.stop()
