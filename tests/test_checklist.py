@@ -187,9 +187,10 @@ def test_window_sensor_waits_refuses_and_checks_the_rollout_fits(dags_folder, ai
     from airflow.dag_processing.dagbag import DagBag
 
     ledger.start_deployment(id=DEPLOYMENT, service="shop", environment="production", version=VERSION)
-    # the wait: a window starting at the next full minute (cron's precision), at most ~20 s from now
-    if datetime.now(timezone.utc).second < 40:
-        time.sleep(40 - datetime.now(timezone.utc).second)
+    # the wait: a window starting at the next full minute (cron's precision); started late in a minute, so it
+    # is a few seconds away (but never less than the other cases need to finish first)
+    if datetime.now(timezone.utc).second < 45:
+        time.sleep(45 - datetime.now(timezone.utc).second)
     now = datetime.now(timezone.utc)
     soon = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
     inside = {"schedule": cron_around(now, 10), "duration": "1h", "timezone": "UTC"}
