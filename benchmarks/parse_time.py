@@ -95,7 +95,8 @@ def record(dags: dict[str, Any]) -> list[dict[str, Any]]:
                               u for u in task.upstream_task_ids if task.is_teardown and dag.task_dict[u].is_setup)})
         edges = [(t.task_id, d) for t in dag.tasks for d in sorted(t.downstream_task_ids)]
         out.append({"dag": dict(dag_id=dag.dag_id, dag_display_name=dag.dag_display_name,
-                                description=dag.description, schedule=None, start_date=dag.start_date,
+                                description=dag.description, schedule=getattr(dag, "schedule", None),
+                                start_date=dag.start_date,
                                 catchup=False, max_active_runs=1, is_paused_upon_creation=False, tags=list(dag.tags),
                                 default_args=dict(dag.default_args), auto_register=False),
                     "params": dag.params, "doc_md": dag.doc_md, "groups": groups, "tasks": tasks, "edges": edges})
