@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from tests.airflow_server import AirflowServer
+from tests.conftest import CaptureServer
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,9 @@ def service_files(name: str, timeout: str) -> dict[str, str]:
             service: {name}
             platform:
               command: [python, -m, airflow_deploy_provider.demo.app, --port, "{{port}}", --version, "{{version}}"]
+            notifications:
+              slack: {{connection: slack_test, channel: "#deploys"}}
+              events: [approval, failure]
             approvals:
               production:
                 timeout: {timeout}
@@ -59,9 +63,14 @@ def service_files(name: str, timeout: str) -> dict[str, str]:
 
 
 class Governed:
-    def __init__(self, airflow: AirflowServer, ledger_url: str) -> None:
+    def __init__(self, airflow: AirflowServer, ledger_url: str, slack: CaptureServer) -> None:
         self.airflow = airflow
         self.ledger_url = ledger_url
+        self.slack = slack
+
+    def messages(self, service: str) -> list[str]:
+        """The Slack messages about ``service`` (fallback text), in order."""
+        return [t for t in self.slack.texts if t.startswith(f"{service} ")]
 
     def hitl_path(self, dag_id: str, run_id: str) -> str:
         return f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/{TASK}/-1/hitlDetails"
@@ -111,7 +120,10 @@ def governed(tmp_path_factory):
     home = tmp_path_factory.mktemp("approvals_airflow")
     airflow = AirflowServer(home, users=USERS)
     ledger_url = f"sqlite:///{home / 'ledger.db'}"
+    slack = CaptureServer()
     airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
+    airflow.env["AIRFLOW_CONN_SLACK_TEST"] = json.dumps({"conn_type": "slackwebhook", "password": "T0/B0/X",
+                                                         "host": f"http://127.0.0.1:{slack.port}"})
     try:
         for name, timeout in (("govok", "10m"), ("govno", "10m"), ("govlate", "20s")):
             root = home / "services" / name
@@ -122,13 +134,14 @@ def governed(tmp_path_factory):
                                  f"register_deploy_dags(globals(), roots=[{str(root)!r}])\n")
         airflow.start()
         airflow.wait_for_dags([f"deploy_{n}_production" for n in ("govok", "govno", "govlate")])
-        yield Governed(airflow, ledger_url)
+        yield Governed(airflow, ledger_url, slack)
     finally:
         import subprocess
 
         subprocess.run([sys.executable, "-m", "airflow_deploy_provider.cli", "local", "down"], env=airflow.env,
                        capture_output=True, timeout=120)
         airflow.stop()
+        slack.close()
 
 
 def test_approved_by_two_distinct_members_of_the_groups(governed):
@@ -155,6 +168,13 @@ def test_approved_by_two_distinct_members_of_the_groups(governed):
     assert approvals[1]["comment"] == "looks good"
     assert governed.ledger().get(deployment).triggered_by == "carol"
     assert governed.serving("govok") == VERSION
+    # every decision announced, with the link to where to approve
+    messages = governed.messages("govok")
+    assert [m for m in messages if "approval requested" in m] and any("approved by dave (tech-lead)" in m
+                                                                       for m in messages), messages
+    assert any("approved by erin (product)" in m and "policy met" in m for m in messages), messages
+    requested = next(r["json"] for r in governed.slack.requests if "approval requested" in r["json"].get("text", ""))
+    assert f"/dags/{dag}/runs/{run_id}" in json.dumps(requested)
 
 
 def test_rejection_stops_the_run_before_anything_is_deployed(governed):
@@ -169,6 +189,7 @@ def test_rejection_stops_the_run_before_anything_is_deployed(governed):
     deployment = governed.ledger().get(f"{dag}/{run_id}")
     assert deployment.status == "failed" and "rejected by erin: not during the sale" in deployment.outcome_reason
     assert governed.decisions(deployment.id) == [("requested", None), ("rejected", "erin")]
+    assert any("rejected by erin: not during the sale" in m for m in governed.messages("govno"))
     assert governed.serving("govno") is None  # nothing deployed
 
 
