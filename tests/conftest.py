@@ -150,6 +150,16 @@ def wait_ready(platform, role: str, version: str, timeout: float = 10.0):
     raise AssertionError(f"{role} {version} not ready: {platform.rollout_status(role)}")
 
 
+def fast_canary(*extra_metrics: str) -> str:
+    """A production environment's canary for tests (to append to its file): steps 10/50/100% with 1 s pauses,
+    checks every 500 ms on at least 100 requests, error rate at most 1% (plus ``extra_metrics``, YAML flow
+    mappings), rolled back at once above 5% errors, then watched for 1 s."""
+    metrics = "".join(f"    - {m}\n" for m in ("{name: error_rate, max: 1%}", *extra_metrics))
+    return ("canary:\n  steps:\n    - {weight: 10, pause: 1s}\n    - {weight: 50, pause: 1s}\n    - {weight: 100}\n"
+            "  analysis:\n    interval: 500ms\n    threshold: 1\n    minRequests: 100\n    metrics:\n" + metrics
+            + 'autoRollback:\n  enabled: true\n  conditions: ["error_rate > 5%"]\nmonitoring: {duration: 1s}\n')
+
+
 # Test services announce to the ``slack`` fixture and skip the governance steps (approvals, production
 # checklist), which have their own tests: appended to a test's ``service.yaml``.
 UNGOVERNED = """\

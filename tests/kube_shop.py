@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UNGOVERNED, write_service
+from tests.conftest import UNGOVERNED, fast_canary, write_service
 from tests.kube import ClusterNetwork, DeploymentController, KubeCluster
 from tests.prometheus_series import SCENARIOS, openmetrics
 from tests.servers import PrometheusServer
@@ -49,24 +49,8 @@ def service_files(env: str, endpoints: dict[str, str], progress_deadline: str = 
               enabled: true
               conditions: ["error_rate > 5%"]
             """),
-        "production.yaml": "environment: production\nstrategy: canary\nreplicas: 4\n" + health + textwrap.dedent("""\
-            canary:
-              steps:
-                - {weight: 10, pause: 1s}
-                - {weight: 50, pause: 1s}
-                - {weight: 100}
-              analysis:
-                interval: 500ms
-                threshold: 1
-                minRequests: 100
-                metrics:
-                  - {name: error_rate, max: 1%}
-                  - {name: latency_p99, max: 500ms}
-            autoRollback:
-              enabled: true
-              conditions: ["error_rate > 5%"]
-            monitoring: {duration: 1s}
-            """),
+        "production.yaml": "environment: production\nstrategy: canary\nreplicas: 4\n" + health
+                           + fast_canary("{name: latency_p99, max: 500ms}"),
     }
     return {"service.yaml": files["service.yaml"], f"{env}.yaml": files[f"{env}.yaml"]}
 

@@ -24,7 +24,7 @@ from tests.aws import (  # noqa: F401
     create_stable_service,
     moto_server,
 )
-from tests.conftest import UNGOVERNED, write_service
+from tests.conftest import UNGOVERNED, fast_canary, write_service
 
 pytestmark = pytest.mark.slow
 
@@ -55,22 +55,7 @@ def service_files(rule_arn: str, endpoints: dict[str, str]) -> dict[str, str]:
             replicas: 4
             healthCheck: {initialDelay: 100ms, interval: 200ms, timeout: 2s}
             progressDeadline: 30s
-            canary:
-              steps:
-                - {weight: 10, pause: 1s}
-                - {weight: 50, pause: 1s}
-                - {weight: 100}
-              analysis:
-                interval: 500ms
-                threshold: 1
-                minRequests: 100
-                metrics:
-                  - {name: error_rate, max: 1%}
-            autoRollback:
-              enabled: true
-              conditions: ["error_rate > 5%"]
-            monitoring: {duration: 1s}
-            """),
+            """) + fast_canary(),
     }
 
 

@@ -277,7 +277,7 @@ def load_service(deploy_dir: str | os.PathLike[str], display_base: Path | None =
 
     platforms: dict[str, Any] = {}
     if service is not None and service_doc is not None:
-        platforms, found = target_platforms(service_doc, service.platform.type, environments, env_docs,
+        platforms, found = target_platforms(service_doc, service.platform, environments, env_docs,
                                             multi_region, multi_doc)
         issues.extend(found)
 

@@ -34,62 +34,53 @@ class _Layer:
     values: dict[str, Any]
 
 
-def target_platforms(service_doc: YamlDocument, base_type: str, environments: dict[str, EnvironmentFile],
+def target_platforms(service_doc: YamlDocument, base_model: Any, environments: dict[str, EnvironmentFile],
                      env_docs: dict[str, YamlDocument], multi_region: MultiRegionFile | None,
                      multi_doc: YamlDocument | None) -> tuple[dict[str, Any], list[ConfigIssue]]:
-    """Target -> its platform model, and the issues of the overrides. ``base_type`` is the type of the
-    service's (valid) platform."""
-    base = dict(service_doc.data["platform"])
-    base.setdefault("type", base_type)
+    """Target -> its platform model, and the issues of the overrides. ``base_model`` is the service's (valid)
+    platform: a target without overrides gets it as it is; an environment's override is validated once, not
+    once per region."""
+    base = {**service_doc.data["platform"], "type": base_model.type}
     issues: list[ConfigIssue] = []
+    platforms: dict[str, Any] = {}
     layers: dict[str, list[_Layer]] = {}
     for name, env in environments.items():
-        chain = []
-        if env.platform:
-            chain.append(_Layer(env_docs[name], ("platform",), env.platform))
-        if name == "production" and multi_region is not None and multi_doc is not None:
-            for i, region in enumerate(multi_region.regions):
-                values = {"connection": region.connection} if region.connection else {}
-                if base_type == "ecs":
-                    values["region"] = region.name  # a region of the rollout is an AWS region
-                values.update(region.platform or {})
-                layers[target_key(name, region.name)] = [*chain, _Layer(multi_doc, ("regions", i, "platform"), values)]
-        else:
-            layers[target_key(name)] = chain
-
-    platforms: dict[str, Any] = {}
-    reported: set[tuple] = set()
-    for target, chain in layers.items():
-        merged = dict(base)
-        model = _PlatformOnly.model_validate({"platform": merged}).platform if not chain else None
-        earlier: set[str] = set()  # keys set by the layers before (their errors are reported there)
-        failed = False
-        for layer in chain:
-            if "type" in layer.values:
-                issues.extend(_once(reported, [layer.doc.issue(
-                    (*layer.prefix, "type"), "the platform type is set in service.yaml; an override only changes "
-                    "its settings", "platform-override-type", prefer_key=True)]))
-            merged.update({k: v for k, v in layer.values.items() if k != "type"})
-            found, model = _validate(merged, layer, earlier)
-            issues.extend(_once(reported, found))
-            failed = failed or model is None
-            earlier |= set(layer.values)
-        if model is not None and not failed:
-            platforms[target] = model
-    if base_type == "local":
-        issues.extend(_once(reported, _shared_ports(platforms, layers, service_doc)))
+        env_layer = _Layer(env_docs[name], ("platform",), env.platform) if env.platform else None
+        merged, model = base, base_model
+        if env_layer is not None:
+            merged = _merge(base, env_layer, issues)
+            found, model = _validate(merged, env_layer, set())
+            issues.extend(found)
+        if name != "production" or multi_region is None or multi_doc is None:
+            layers[name] = [env_layer] if env_layer else []
+            if model is not None:
+                platforms[name] = model
+            continue
+        for i, region in enumerate(multi_region.regions):
+            values = {"connection": region.connection} if region.connection else {}
+            if base_model.type == "ecs":
+                values["region"] = region.name  # a region of the rollout is an AWS region
+            values.update(region.platform or {})
+            region_layer = _Layer(multi_doc, ("regions", i, "platform"), values)
+            key = target_key(name, region.name)
+            layers[key] = [la for la in (env_layer, region_layer) if la]
+            found, region_model = _validate(_merge(merged, region_layer, issues), region_layer,
+                                            set(env.platform or {})) if values else ([], model)
+            issues.extend(found)
+            if model is not None and region_model is not None:
+                platforms[key] = region_model
+    if base_model.type == "local":
+        issues.extend(_shared_ports(platforms, layers, service_doc))
     return platforms, issues
 
 
-def _once(reported: set[tuple], issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    """The issues not reported yet (an environment's override is checked once per region too)."""
-    fresh = []
-    for issue in issues:
-        key = (issue.file, issue.line, issue.path, issue.code)
-        if key not in reported:
-            reported.add(key)
-            fresh.append(issue)
-    return fresh
+def _merge(merged: dict[str, Any], layer: _Layer, issues: list[ConfigIssue]) -> dict[str, Any]:
+    """``layer``'s keys over ``merged``; a ``type`` in the layer is refused."""
+    if "type" in layer.values:
+        issues.append(layer.doc.issue((*layer.prefix, "type"), "the platform type is set in service.yaml; an "
+                                      "override only changes its settings", "platform-override-type",
+                                      prefer_key=True))
+    return {**merged, **{k: v for k, v in layer.values.items() if k != "type"}}
 
 
 def _validate(merged: dict[str, Any], layer: _Layer, earlier: set[str]) -> tuple[list[ConfigIssue], Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
+from airflow_deploy_provider.config.models import MultiRegionFile
 from airflow_deploy_provider.factory.builder import ServiceDagBuilder, chain_phases, phase
 from airflow_deploy_provider.factory.hotfix import (
     creation_and_build,
@@ -53,9 +54,7 @@ def build(b: ServiceDagBuilder) -> DAG:
                 as rollout:
             previous_end: list = []
             main_ends = []
-            dns = mr.dns.model_dump(mode="python", by_alias=False) if mr.dns is not None else None
-            total = sum(r.weight for r in mr.regions) or 1.0
-            shares = {r.name: r.weight * 100 / total for r in mr.regions}
+            dns, shares = _dns_settings(mr), _shares(mr)
             parent_id = "{{ dag.dag_id }}/{{ run_id }}"
             for i, region in enumerate(mr.regions, start=1):
                 with TaskGroup(f"region_{i}_{region.name.replace('-', '_')}",
@@ -100,15 +99,15 @@ def build(b: ServiceDagBuilder) -> DAG:
                 # Halting: the next region needs this one's main path to succeed. Continuing: it starts once this
                 # region is done, its failure handled (rolled back, drained) first.
                 previous_end = [tasks[-1]] if policy.stop_on_region_failure else [tasks[-1], *handling]
+        regions = [r.name for r in mr.regions]
         with phase("outcome", "Every region succeeded? Per-region outcome from the ledger") as outcome:
-            verdict = RolloutVerdictOperator(task_id="all_regions_succeeded", **b.common(),
-                                             regions=[r.name for r in mr.regions], trigger_rule=TriggerRule.ALL_DONE)
+            verdict = RolloutVerdictOperator(task_id="all_regions_succeeded", **b.common(), regions=regions,
+                                             trigger_rule=TriggerRule.ALL_DONE)
         with phase("communication", "Deployment log and announcement with the per-region outcome") as comms:
-            regions = [r.name for r in mr.regions]
             log = b.finish_success("update_deployment_log", announce=False, regions=regions)
             announce = b.finish_success("internal_announcement", record=False, regions=regions)
             chain_phases(log, announce)
-        failure = b.finish_failure(regions=[r.name for r in mr.regions])
+        failure = b.finish_failure(regions=regions)
         chain_phases(start, checks, gate, rollout)
         # The verdict waits for every region, failure handling included; the failure handler is a sibling of
         # the outcome record so that both stay leaves.
@@ -148,6 +147,16 @@ def _failure_handling(b: ServiceDagBuilder, region: str, tasks: list, dns: dict 
     return chosen
 
 
+def _dns_settings(mr: MultiRegionFile) -> dict | None:
+    """The GeoDNS settings handed to the DNS steps (snake_case keys, as the operator reads them)."""
+    return mr.dns.model_dump(mode="python", by_alias=False) if mr.dns is not None else None
+
+
+def _shares(mr: MultiRegionFile) -> dict[str, float]:
+    """Each region's configured share of global traffic, in percent (adding up to 100)."""
+    total = sum(r.weight for r in mr.regions) or 1.0
+    return {r.name: r.weight * 100 / total for r in mr.regions}
+
 
 def build_rollback(b: ServiceDagBuilder) -> DAG:
     """``rollback_<service>_production`` of a multi-region service: every region's rollback DAG at once, to the
@@ -176,11 +185,10 @@ def build_rollback(b: ServiceDagBuilder) -> DAG:
         if mr.dns is not None:
             with phase("global_traffic", "GeoDNS weights back to the configured shares; regions whose rollback "
                        "failed get none") as traffic:
-                total = sum(r.weight for r in mr.regions) or 1.0
                 RegionDnsWeightOperator(
-                    task_id="restore_dns_weights", **b.common(), dns=mr.dns.model_dump(mode="python", by_alias=False),
-                    weights={r.name: r.weight * 100 / total for r in mr.regions}, failed_regions_of=parent_id,
-                    deferrable=b.deferrable, trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+                    task_id="restore_dns_weights", **b.common(), dns=_dns_settings(mr), weights=_shares(mr),
+                    failed_regions_of=parent_id, deferrable=b.deferrable,
+                    trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
             tail.append(traffic)
         with phase("outcome", "Every region rolled back?") as outcome:
             RolloutVerdictOperator(task_id="all_regions_rolled_back", **b.common(), regions=regions,
@@ -194,7 +202,6 @@ def build_rollback(b: ServiceDagBuilder) -> DAG:
             regional >> outcome  # the verdict waits for every regional rollback, whatever the DNS step did
         chain_phases(outcome, [post, failure])
     return b.finalize(dag, "rollback")
-
 
 
 def build_hotfix(b: ServiceDagBuilder) -> DAG:

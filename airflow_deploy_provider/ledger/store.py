@@ -211,7 +211,15 @@ class DeploymentLedger:
         return Deployment.from_row(row) if row else None
 
     def events(self, deployment_id: str, kind: str | None = None) -> list[LedgerEvent]:
-        query = select(events).where(events.c.deployment_id == deployment_id)
+        return self._events(events.c.deployment_id == deployment_id, kind)
+
+    def service_events(self, service: str, kind: str) -> list[LedgerEvent]:
+        """Events of one kind across every deployment of a service (a build's scan results, ...), oldest first."""
+        of_service = events.c.deployment_id.in_(select(deployments.c.id).where(deployments.c.service == service))
+        return self._events(of_service, kind)
+
+    def _events(self, where: Any, kind: str | None) -> list[LedgerEvent]:
+        query = select(events).where(where)
         if kind is not None:
             query = query.where(events.c.kind == kind)
         with self.engine.connect() as conn:
@@ -257,6 +265,19 @@ class DeploymentLedger:
         with self.engine.connect() as conn:
             row = conn.execute(query.limit(1)).first()
         return Deployment.from_row(row) if row else None
+
+    def across_regions(self, service: str, environment: str) -> list[Deployment]:
+        """The rollouts and hotfixes of a multi-region service across its regions (not the regional
+        deployments), finished ones only, newest first."""
+        query = (
+            select(deployments)
+            .where(deployments.c.service == service, deployments.c.environment == environment,
+                   deployments.c.region == "", deployments.c.kind.in_(("rollout", "hotfix")),
+                   deployments.c.status != "running")
+            .order_by(deployments.c.started_at.desc(), deployments.c.id.desc())
+        )
+        with self.engine.connect() as conn:
+            return [Deployment.from_row(r) for r in conn.execute(query)]
 
     def replaced_by(self, rollback: Deployment) -> Deployment | None:
         """The deployment a rollback replaced: the latest successful deployment of the version it rolled back

@@ -23,9 +23,10 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
     wait for Route53 to reach ``INSYNC`` happens in a trigger.
 
     Regions that failed get weight 0 and their share goes to the other regions in proportion: those in
-    ``drain``, and those that failed in the global rollout ``failed_regions_of``: their regional deployment failed
-    or was rolled back, or the rollout marked them failed (read from the ledger when the task runs). When no region is left, nothing changes: Route53
-    would split traffic evenly between all-zero records, failed region included.
+    ``drain``, and those that failed in the global rollout ``failed_regions_of``: their regional deployment
+    failed or was rolled back, or the rollout marked them failed (read from the ledger when the task runs).
+    When no region is left, nothing changes: Route53 would split traffic evenly between all-zero records,
+    failed region included.
 
     Template fields: ``deployment_id``, ``failed_regions_of``.
 

@@ -157,20 +157,20 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         if self.kind == "hotfix" and (_blank(self.reason) or len(str(self.reason).strip()) < 10):
             raise ValueError("a hotfix needs a reason of at least 10 characters: it is recorded as the emergency "
                              "override of staging and the maintenance window")
-        previous = self.ledger.last_stable(self.service, self.environment, self.region)
+        across: list[Any] = []
         if self.kind == "rollout" or self.across_regions:  # the last complete rollout or hotfix across the regions
-            previous = next((d for d in self.ledger.deployments(self.service, self.environment, status=["succeeded"])
-                             if d.kind in ("rollout", "hotfix") and not d.region), None)
+            across = self.ledger.across_regions(self.service, self.environment)
+            previous = next((d for d in across if d.status == "succeeded"), None)
+        else:
+            previous = self.ledger.last_stable(self.service, self.environment, self.region)
         image: str | None = None
         if self.kind == "rollback" and self.across_regions:
             # What runs now is what the latest rollout or hotfix across the regions brought (complete or not);
             # the target is the version of the last complete one before it. Each region's rollback checks the
             # version against its own history.
-            rollouts = [d for d in self.ledger.deployments(self.service, self.environment)
-                        if d.kind in ("rollout", "hotfix") and not d.region and d.status != "running"]
-            current = rollouts[0] if rollouts else None
+            current = across[0] if across else None
             if version is None:
-                before = next((d for d in rollouts if d.status == "succeeded" and d.version != (
+                before = next((d for d in across if d.status == "succeeded" and d.version != (
                     current.version if current else None)), None)
                 if before is None:
                     raise ValueError(f"no earlier complete rollout or hotfix of {self.service} across the regions "
@@ -401,9 +401,9 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         replaced = self.ledger.replaced_by(rollback)
         if replaced is None:
             return
-        why = f"rolled back to {rollback.version} by {rollback.id}" + (f": {rollback.reason}" if rollback.reason else "")
         from airflow_deploy_provider.ledger.store import REPLACED
 
+        why = f"rolled back to {rollback.version} by {rollback.id}" + (f": {rollback.reason}" if rollback.reason else "")
         # The event first: a completed deployment replaced by a rollback still "passed" (it may be chosen as a
         # rollback target again), one rolled back during its own rollout never did.
         self.ledger.record_event(replaced.id, REPLACED, why, task_id=self.task_id,

@@ -27,39 +27,42 @@ def regional_deployments(ledger: DeploymentLedger, parent_id: str) -> dict[str, 
     return found
 
 
+def _marked(ledger: DeploymentLedger, parent_id: str) -> set[str]:
+    """Regions the rollout marked failed (event ``region_failed``)."""
+    return {e.data["region"] for e in ledger.events(parent_id, kind=REGION_FAILED) if e.data.get("region")}
+
+
 def failed_regions(ledger: DeploymentLedger, parent_id: str) -> set[str]:
     """Regions that failed in the global rollout: their regional deployment failed or was rolled back, or the
     rollout found them failing afterwards (a region that passed its own run and then failed the rollout's watch
     is marked at once, before its rollback has run)."""
     failed = {region for region, d in regional_deployments(ledger, parent_id).items()
               if d.status in ("failed", "rolled_back")}
-    return failed | {e.data["region"] for e in ledger.events(parent_id, kind=REGION_FAILED) if e.data.get("region")}
+    return failed | _marked(ledger, parent_id)
+
+
+def _outcome(d: Deployment | None, marked: bool) -> str:
+    if d is None:
+        return "not started"
+    if d.status == "succeeded" and marked:
+        return "failed"  # failed the rollout's watch; its rollback did not (yet) succeed
+    return d.status
 
 
 def region_outcomes(ledger: DeploymentLedger, parent_id: str, regions: Sequence[str]) -> dict[str, str]:
     """Region -> ``succeeded``, ``rolled_back``, ``failed``, ``running`` or ``not started``."""
-    rows = regional_deployments(ledger, parent_id)
-    marked = {e.data["region"] for e in ledger.events(parent_id, kind=REGION_FAILED) if e.data.get("region")}
-    outcomes = {}
-    for region in regions:
-        d = rows.get(region)
-        if d is None:
-            outcomes[region] = "not started"
-        elif d.status == "succeeded" and region in marked:
-            outcomes[region] = "failed"  # failed the rollout's watch; its rollback did not (yet) succeed
-        else:
-            outcomes[region] = d.status
-    return outcomes
+    rows, marked = regional_deployments(ledger, parent_id), _marked(ledger, parent_id)
+    return {region: _outcome(rows.get(region), region in marked) for region in regions}
 
 
 def region_table(ledger: DeploymentLedger, parent_id: str, regions: Sequence[str]) -> list[list[str]]:
     """One row per region of the rollout: its outcome, version and duration (with a header row)."""
-    rows = regional_deployments(ledger, parent_id)
+    rows, marked = regional_deployments(ledger, parent_id), _marked(ledger, parent_id)
     table = [["region", "outcome", "version", "duration"]]
-    for region, outcome in region_outcomes(ledger, parent_id, regions).items():
+    for region in regions:
         d = rows.get(region)
         seconds = d.duration_seconds if d is not None else None
-        table.append([region, outcome, (d.version or "") if d else "",
+        table.append([region, _outcome(d, region in marked), (d.version or "") if d else "",
                       f"{seconds / 60:.1f} min" if seconds is not None else ""])
     return table
 

@@ -300,12 +300,16 @@ class PromotionCheckOperator(DeploymentBaseOperator):
         return f"the version must have passed {self.previous_environment} (ledger)"
 
     def execute(self, context: Any) -> None:
-        if not self.ledger.has_passed(self.service, self.previous_environment, self.version):
-            passed = self.ledger.versions_passed(self.service, self.previous_environment)[:5]
-            raise AirflowFailException(
-                f"version {self.version} has not passed {self.previous_environment}; versions that did: "
-                f"{', '.join(passed) or 'none'}")
-        self.record("check", f"{self.version} passed {self.previous_environment}")
+        self.record("check", check_passed(self.ledger, self.service, self.previous_environment, self.version))
+
+
+def check_passed(ledger: Any, service: str, environment: str, version: str) -> str:
+    """``"<version> passed <environment>"``, or AirflowFailException naming the versions that did."""
+    if not ledger.has_passed(service, environment, version):
+        passed = ledger.versions_passed(service, environment)[:5]
+        raise AirflowFailException(f"version {version} has not passed {environment}; versions that did: "
+                                   f"{', '.join(passed) or 'none'}")
+    return f"{version} passed {environment}"
 
 
 class RollbackReadinessOperator(DeploymentBaseOperator):
@@ -409,14 +413,10 @@ class ChecklistItemOperator(DeploymentBaseOperator):
     def _staging_tests_passed(self, context: Any) -> str:
         if not self.settings.get("has_staging", True):
             return "the service has no staging environment"
-        if self.ledger.has_passed(self.service, "staging", self.version):
-            return f"{self.version} passed staging"
-        passed = self.ledger.versions_passed(self.service, "staging")[:5]
-        raise AirflowFailException(f"{self.version} has not passed staging; versions that did: "
-                                   f"{', '.join(passed) or 'none'}")
+        return check_passed(self.ledger, self.service, "staging", self.version)
 
     def _security_scan_clean(self, context: Any) -> str:
-        scans = [e for d in self.ledger.deployments(self.service) for e in self.ledger.events(d.id, kind="scan")
+        scans = [e for e in self.ledger.service_events(self.service, kind="scan")
                  if e.data.get("version") == self.version]
         if not scans:
             raise AirflowFailException(f"no security scan result recorded for {self.version} (the build's scan step "

@@ -62,6 +62,11 @@ def _member(groups: list[dict[str, Any]], group: str, person: str) -> bool:
     return not members or any(_same_person(m, person) for m in members)
 
 
+def _can_count(groups: list[dict[str, Any]], missing: dict[str, int], person: str) -> bool:
+    """Whether ``person`` is in a group that still needs approvals."""
+    return any(missing.get(g["name"]) and _member(groups, g["name"], person) for g in groups)
+
+
 class ApprovalSensor(NotifyingMixin, DeploymentBaseOperator, HITLOperator):
     """
     Waits for the approvals a policy requires: every group's ``required`` distinct members, a person counting
@@ -210,7 +215,7 @@ class ApprovalSensor(NotifyingMixin, DeploymentBaseOperator, HITLOperator):
                          "person must approve", comment=comment)
             return self._wait(context)
         missing = self._missing(groups, approvers)
-        if not any(missing.get(g["name"]) and _member(groups, g["name"], person) for g in groups):
+        if not _can_count(groups, missing, person):
             self._record(context, "refused", person, f"approval by {person} refused: not a member of a group that "
                          f"still needs approval ({', '.join(missing)})", comment=comment, announce=True)
             return self._wait(context)
@@ -266,12 +271,12 @@ class ApprovalSensor(NotifyingMixin, DeploymentBaseOperator, HITLOperator):
         if all(g.get("members") for g in groups):  # only members are offered the request (others get HTTP 403)
             allowed = sorted({m for g in groups for m in g["members"]
                               if not any(_same_person(m, x) for x in excluded)})
-            missing = self._missing(groups, self._approvers())
-            still = [m for m in allowed if any(missing.get(g["name"]) and _member(groups, g["name"], m) for g in groups)
-                     and not any(_same_person(m, a) for a in self._approvers())]
-            if not still:
+            approvers = self._approvers()
+            missing = self._missing(groups, approvers)
+            if not any(_can_count(groups, missing, m) and not any(_same_person(m, a) for a in approvers)
+                       for m in allowed):
                 self._record(context, "expired", None, "nobody left who may approve: "
-                             f"{self._needs(groups, self._approvers())} missing", announce=True)
+                             f"{self._needs(groups, approvers)} missing", announce=True)
                 raise AirflowFailException("nobody left who may approve; nothing was deployed")
         upsert_hitl_detail(ti_id=context["task_instance"].id, options=self.options, subject=self.subject,
                            body=self.body, defaults=None, multiple=False, params=self.serialized_params,

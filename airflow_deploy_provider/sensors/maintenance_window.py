@@ -16,29 +16,34 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(str(value))
 
 
-def window_at(window: dict[str, Any], now: datetime) -> tuple[datetime | None, datetime]:
-    """``(end of the window ``now`` is in or None, start of the next window)``, in the window's time zone."""
+def _in_zone(window: dict[str, Any], now: datetime) -> tuple[Any, datetime]:
+    """The window's time zone and ``now`` in it."""
     from zoneinfo import ZoneInfo
 
+    tz = ZoneInfo(window.get("timezone") or "UTC")
+    return tz, now.astimezone(tz)
+
+
+def _last_start(schedule: str, local: datetime) -> datetime:
+    """The latest start of ``schedule`` at or before ``local`` (croniter.match would miss one that began
+    earlier)."""
     from croniter import croniter
 
-    tz = ZoneInfo(window.get("timezone") or "UTC")
-    local = now.astimezone(tz)
-    length = _duration(window["duration"])
-    # croniter.match would miss a window that started before now; the last start is what matters.
-    last = croniter(window["schedule"], local + timedelta(seconds=1)).get_prev(datetime)
-    following = croniter(window["schedule"], local).get_next(datetime)
-    return (last + length if local < last + length else None), following
+    return croniter(schedule, local + timedelta(seconds=1)).get_prev(datetime)
+
+
+def window_at(window: dict[str, Any], now: datetime) -> tuple[datetime | None, datetime]:
+    """``(end of the window ``now`` is in or None, start of the next window)``, in the window's time zone."""
+    from croniter import croniter
+
+    _, local = _in_zone(window, now)
+    end = _last_start(window["schedule"], local) + _duration(window["duration"])
+    return (end if local < end else None), croniter(window["schedule"], local).get_next(datetime)
 
 
 def freeze_at(window: dict[str, Any], now: datetime) -> dict[str, Any] | None:
     """The freeze ``now`` falls in (a date ``end`` includes that whole day), or None."""
-    from zoneinfo import ZoneInfo
-
-    from croniter import croniter
-
-    tz = ZoneInfo(window.get("timezone") or "UTC")
-    local = now.astimezone(tz)
+    tz, local = _in_zone(window, now)
     for freeze in window.get("freezes") or []:
         start, end = freeze.get("start"), freeze.get("end")
         if start is not None:
@@ -48,10 +53,9 @@ def freeze_at(window: dict[str, Any], now: datetime) -> dict[str, Any] | None:
                 end += timedelta(days=1)
             if start <= local and (end is None or local < end):
                 return freeze
-        if freeze.get("schedule") and freeze.get("duration"):
-            last = croniter(freeze["schedule"], local + timedelta(seconds=1)).get_prev(datetime)
-            if local < last + _duration(freeze["duration"]):
-                return freeze
+        if (freeze.get("schedule") and freeze.get("duration")
+                and local < _last_start(freeze["schedule"], local) + _duration(freeze["duration"])):
+            return freeze
     return None
 
 
