@@ -13,6 +13,7 @@ services deploy at the same time on the local platform:
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -22,7 +23,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.airflow_server import AirflowServer
+from tests.airflow_server import AirflowServer, free_port
 from tests.conftest import CaptureServer
 
 pytestmark = pytest.mark.slow
@@ -62,6 +63,43 @@ def service_files(name: str, timeout: str) -> dict[str, str]:
     }
 
 
+HOTFIX_TASK = "hotfix_creation.fast_track_approval"
+
+
+def hotfix_service_files(port: int) -> dict[str, str]:
+    """``govfix``: production deploys without approval (to have something to fix); hotfixes need one tech lead
+    (carol) when critical, one senior engineer (dave) when major. Its router is under load from the test."""
+    return {
+        "service.yaml": textwrap.dedent("""\
+            service: govfix
+            platform:
+              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{port}", --version, "{version}"]
+            notifications:
+              slack: {connection: slack_test, channel: "#deploys"}
+            approvals:
+              production: {enabled: false}
+              hotfix:
+                critical: {groups: [{name: tech-lead, members: [carol]}], timeout: 10m}
+                major: {groups: [{name: senior-engineer, members: [dave]}], timeout: 10m}
+            checklist: {stagingTestsPassed: false, securityScanClean: false, releaseNotes: false,
+                        rollbackPlan: false, onCallNotified: false}
+            hotfix: {stabilityPeriod: 2s, monitorDuration: 2s, lowerEnvironments: []}
+            """),
+        "production.yaml": textwrap.dedent(f"""\
+            environment: production
+            strategy: rolling
+            replicas: 2
+            healthCheck: {{initialDelay: 100ms, interval: 200ms, timeout: 2s}}
+            autoRollback:
+              enabled: true
+              conditions: ["error_rate > 5%"]
+            monitoring: {{duration: 1s}}
+            platform:
+              port: {port}
+            """),
+    }
+
+
 class Governed:
     def __init__(self, airflow: AirflowServer, ledger_url: str, slack: CaptureServer) -> None:
         self.airflow = airflow
@@ -72,26 +110,27 @@ class Governed:
         """The Slack messages about ``service`` (fallback text), in order."""
         return [t for t in self.slack.texts if t.startswith(f"{service} ")]
 
-    def hitl_path(self, dag_id: str, run_id: str) -> str:
-        return f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/{TASK}/-1/hitlDetails"
+    def hitl_path(self, dag_id: str, run_id: str, task: str = TASK) -> str:
+        return f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task}/-1/hitlDetails"
 
-    def wait_open(self, dag_id: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    def wait_open(self, dag_id: str, run_id: str, timeout: float = 120, task: str = TASK) -> dict[str, Any]:
         """The approval request once it waits for an answer."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            resp = requests.get(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id)}", timeout=30,
+            resp = requests.get(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id, task)}", timeout=30,
                                 headers={"Authorization": f"Bearer {self.airflow.token('operator')}"})
             if resp.status_code == 200 and not resp.json().get("response_received"):
                 states = self.airflow.task_states(dag_id, run_id)
-                if states.get(TASK) in ("awaiting_input", "deferred"):
+                if states.get(task) in ("awaiting_input", "deferred"):
                     return resp.json()
             time.sleep(0.5)
         raise AssertionError(f"no open approval request in {dag_id}/{run_id}:\n"
                              + self.airflow.explain(dag_id, run_id))
 
-    def answer(self, dag_id: str, run_id: str, user: str, choice: str, comment: str | None = None) -> int:
+    def answer(self, dag_id: str, run_id: str, user: str, choice: str, comment: str | None = None,
+               task: str = TASK) -> int:
         """Answer as ``user`` through the REST API; the HTTP status."""
-        resp = requests.patch(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id)}", timeout=30,
+        resp = requests.patch(f"{self.airflow.api_url}/api/v2{self.hitl_path(dag_id, run_id, task)}", timeout=30,
                               headers={"Authorization": f"Bearer {self.airflow.token(user)}"},
                               json={"chosen_options": [choice], "params_input": {"comment": comment}})
         return resp.status_code
@@ -124,20 +163,29 @@ def governed(tmp_path_factory):
     airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
     airflow.env["AIRFLOW_CONN_SLACK_TEST"] = json.dumps({"conn_type": "slackwebhook", "password": "T0/B0/X",
                                                          "host": f"http://127.0.0.1:{slack.port}"})
+    port = free_port()
+    load = None
     try:
-        for name, timeout in (("govok", "10m"), ("govno", "10m"), ("govlate", "20s")):
+        services = {name: service_files(name, timeout)
+                    for name, timeout in (("govok", "10m"), ("govno", "10m"), ("govlate", "20s"))}
+        services["govfix"] = hotfix_service_files(port)
+        for name, files in services.items():
             root = home / "services" / name
-            for file, text in service_files(name, timeout).items():
+            for file, text in files.items():
                 (root / name / ".deploy").mkdir(parents=True, exist_ok=True)
                 (root / name / ".deploy" / file).write_text(text)
             airflow.add_dag_file(f"{name}.py", "from airflow_deploy_provider.factory import register_deploy_dags\n"
                                  f"register_deploy_dags(globals(), roots=[{str(root)!r}])\n")
+        # live load on govfix's router: its hotfix's gates read the router's statistics
+        load = subprocess.Popen([sys.executable, "-m", "airflow_deploy_provider.demo.load",
+                                 f"http://127.0.0.1:{port}/api/pay", "--rps", "40", "--quiet"])
         airflow.start()
-        airflow.wait_for_dags([f"deploy_{n}_production" for n in ("govok", "govno", "govlate")])
+        airflow.wait_for_dags([f"deploy_{n}_production" for n in services] + ["hotfix_govfix"])
         yield Governed(airflow, ledger_url, slack)
     finally:
-        import subprocess
-
+        if load is not None:
+            load.terminate()
+            load.wait(10)
         subprocess.run([sys.executable, "-m", "airflow_deploy_provider.cli", "local", "down"], env=airflow.env,
                        capture_output=True, timeout=120)
         airflow.stop()
@@ -203,3 +251,47 @@ def test_unanswered_request_expires_and_nothing_is_deployed(governed):
     assert deployment.status == "failed"
     assert [d for d, _ in governed.decisions(deployment.id)] == ["requested", "expired"]
     assert governed.serving("govlate") is None
+
+
+def test_hotfix_severity_picks_the_approvers_and_the_override_is_recorded(governed):
+    """``hotfix_govfix``: a major hotfix asks the senior engineers (carol, a tech lead only, may not answer) and
+    dave rejects it: nothing deployed. A critical one asks the tech leads (dave may not answer); carol approves;
+    the emergency override (staging and window skipped) is recorded with who triggered it and why, and the
+    hotfix replaces what production ran."""
+    airflow, ledger = governed.airflow, governed.ledger()
+    deploy = airflow.trigger("deploy_govfix_production", conf={"version": "1.0.0"}, run_id="e2e_base")
+    run = airflow.wait_for_run("deploy_govfix_production", deploy, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", airflow.explain("deploy_govfix_production", deploy)
+    assert governed.serving("govfix") == "1.0.0"
+
+    dag = "hotfix_govfix"
+    reason = "card payments fail for every customer"
+    major = airflow.trigger(dag, run_id="e2e_major", as_user="operator", conf={
+        "version": "1.0.1", "issue_id": "INC-41", "severity": "major", "reason": reason})
+    request = governed.wait_open(dag, major, task=HOTFIX_TASK)
+    assert {u["id"] for u in request["assigned_users"]} == {"dave"}
+    assert governed.answer(dag, major, "carol", "Approve", task=HOTFIX_TASK) == 403  # not a senior engineer
+    assert governed.answer(dag, major, "dave", "Reject", "needs a test first", task=HOTFIX_TASK) == 200
+    assert airflow.wait_for_run(dag, major, timeout=RUN_TIMEOUT)["state"] == "failed"
+    refused = ledger.get(f"{dag}/{major}")
+    assert refused.status == "failed" and "rejected by dave: needs a test first" in refused.outcome_reason
+    assert not ledger.events(refused.id, kind="override")  # no override before an approval
+    assert governed.serving("govfix") == "1.0.0"
+
+    critical = airflow.trigger(dag, run_id="e2e_critical", as_user="operator", conf={
+        "version": "1.0.2", "issue_id": "INC-42", "severity": "critical", "reason": reason})
+    request = governed.wait_open(dag, critical, task=HOTFIX_TASK)
+    assert {u["id"] for u in request["assigned_users"]} == {"carol"}
+    assert governed.answer(dag, critical, "dave", "Approve", task=HOTFIX_TASK) == 403  # not a tech lead
+    assert governed.answer(dag, critical, "carol", "Approve", "go", task=HOTFIX_TASK) == 200
+    run = airflow.wait_for_run(dag, critical, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", airflow.explain(dag, critical)
+    hotfix = ledger.get(f"{dag}/{critical}")
+    assert (hotfix.kind, hotfix.version, hotfix.image, hotfix.status) == ("hotfix", "1.0.2", "govfix:hotfix-INC-42",
+                                                                         "succeeded")
+    approvals = [e.data for e in ledger.events(hotfix.id, kind="approval")]
+    assert [(a["decision"], a.get("user"), a.get("group"), a["policy"]) for a in approvals] == [
+        ("requested", None, None, "critical"), ("approved", "carol", "tech-lead", "critical")]
+    (override,) = [e.data for e in ledger.events(hotfix.id, kind="override")]
+    assert override == {"who": "operator", "why": reason, "skipped": ["staging", "maintenance window"]}
+    assert governed.serving("govfix") == "1.0.2"

@@ -26,23 +26,27 @@ def cron_around(now: datetime, minutes_ago: int) -> str:
 DAG_FILE = """
 import json
 from airflow.sdk import DAG
-from airflow_deploy_provider.operators.validation import ChecklistItemOperator
+from airflow_deploy_provider.operators.validation import ChecklistItemOperator, ChecklistReportOperator
 
 CASES = json.loads({cases!r})
+common = dict(service="shop", environment="production", version={version!r}, deployment_id={deployment!r})
 with DAG("checklist", schedule=None):
-    for task_id, (item, settings) in CASES.items():
-        ChecklistItemOperator(task_id=task_id, service="shop", environment="production", item=item,
-                              version={version!r}, settings=settings, deployment_id={deployment!r})
+    items = [ChecklistItemOperator(task_id=task_id, item=item, settings=settings, **common)
+             for task_id, (item, settings) in CASES.items()]
+    if {report!r}:
+        items >> ChecklistReportOperator(task_id="report", items=[item for item, _ in CASES.values()],
+                                         notification={{"slack_conn_id": "slack_test"}}, **common)
 """
 
 
 @pytest.fixture
 def run_checklist(dags_folder: Path, airflow_db, ledger):
-    def run(cases: dict[str, tuple[str, dict]]) -> dict[str, str]:
+    def run(cases: dict[str, tuple[str, dict]], report: bool = False) -> dict[str, str]:
         from airflow.dag_processing.dagbag import DagBag
 
         (dags_folder / "checklist.py").write_text(DAG_FILE.format(cases=json.dumps(cases, default=str),
-                                                                  version=VERSION, deployment=DEPLOYMENT))
+                                                                  version=VERSION, deployment=DEPLOYMENT,
+                                                                  report=report))
         bag = DagBag(str(dags_folder))
         assert bag.import_errors == {}
         dr = bag.dags["checklist"].test()
@@ -125,7 +129,7 @@ def test_each_item_checks_what_it_says(run_checklist, ledger, tmp_path, web):
     assert "backup" not in found  # not implemented yet: says so, records nothing
 
 
-def test_items_fail_without_evidence(run_checklist, ledger):
+def test_items_fail_without_evidence_and_the_report_says_which(run_checklist, ledger, slack):
     ledger.start_deployment(id=DEPLOYMENT, service="shop", environment="production", version=VERSION)
     ledger.start_deployment(id="d/1", service="shop", environment="development", version=VERSION)
     ledger.record_event("d/1", "scan", "trivy: 3 blocking", data={"version": VERSION, "blocking": 3})
@@ -134,13 +138,30 @@ def test_items_fail_without_evidence(run_checklist, ledger):
         "scan_blocking": ("security_scan_clean", {}),
         "first_rollback_plan": ("rollback_plan", {"rollback_dag_id": "rollback_shop_production"}),
         "no_start_notice": ("on_call_notified", {"notification": {"slack_conn_id": "slack_test"}}),
-    })
+    }, report=True)
     assert states == {"staging_passed": "failed", "scan_blocking": "failed", "first_rollback_plan": "success",
-                      "no_start_notice": "failed"}
+                      "no_start_notice": "failed", "report": "failed"}  # the report fails: nothing after it runs
     found = details(ledger)
     assert "has not passed staging" in found["staging_passed"][1]
     assert "3 blocking" in found["scan_blocking"][1]
     assert found["first_rollback_plan"][1].startswith("first deployment")
+    # one announcement, item by item
+    (text,) = slack.texts
+    assert text == (f"shop {VERSION} deployment to production checklist: 3 of 4 items failed: staging tests passed, "
+                    "security scan clean, on call notified")
+    table = [b["text"]["text"] for b in slack.requests[0]["json"]["blocks"] if "```" in b.get("text", {}).get("text", "")]
+    assert len(table) == 1 and "FAILED" in table[0] and "3 blocking" in table[0] and "first deployment" in table[0]
+
+
+def test_a_passing_checklist_is_announced_and_lets_the_run_go_on(run_checklist, ledger, slack):
+    ledger.start_deployment(id=DEPLOYMENT, service="shop", environment="production", version=VERSION)
+    ledger.record_event(DEPLOYMENT, "notification", "started", data={"event": "start", "key": "start"})
+    states = run_checklist({
+        "first_rollback_plan": ("rollback_plan", {"rollback_dag_id": "rollback_shop_production"}),
+        "on_call": ("on_call_notified", {"notification": {"slack_conn_id": "slack_test"}}),
+    }, report=True)
+    assert states == {"first_rollback_plan": "success", "on_call": "success", "report": "success"}
+    assert slack.texts == [f"shop {VERSION} deployment to production checklist: all 2 items passed"]
 
 
 UTC = timezone.utc

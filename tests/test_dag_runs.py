@@ -104,3 +104,61 @@ def test_start_refuses_input_without_version_or_commit(web_dags, slack, ledger):
     assert states(run)["code_push.extract_commit_metadata"] == "failed"
     assert ledger.deployments("web") == []  # nothing recorded, nothing announced
     assert slack.requests == []
+
+
+GEO = {
+    "service.yaml": textwrap.dedent("""\
+        service: geo
+        platform:
+          command: [python, -m, airflow_deploy_provider.demo.app, --port, "{port}", --version, "{version}"]
+        """),
+    "production.yaml": "environment: production\nstrategy: rolling\nreplicas: 1\n",
+    "multi-region.yaml": textwrap.dedent("""\
+        environment: production
+        regions:
+          - {name: us-west-2, role: canary, weight: 50%}
+          - {name: us-east-1, role: primary, weight: 50%}
+        """),
+}
+
+
+def test_a_regional_dag_runs_only_for_a_running_rollout_of_its_version(tmp_path, dags_folder, airflow_db, ledger,
+                                                                     capfd):
+    """A regional DAG has no approval, checklist or window of its own (the rollout holds them): a run that is
+    not part of a running rollout of the same version is refused before anything is recorded or deployed."""
+    write_service(tmp_path / "services" / "geo", GEO)
+    (dags_folder / "geo.py").write_text(
+        "from airflow_deploy_provider.factory import register_deploy_dags\n"
+        f"register_deploy_dags(globals(), roots=[{str(tmp_path / 'services')!r}])\n")
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(dags_folder))
+    assert bag.import_errors == {}
+    rollout, finished = "deploy_geo_production/rollout_1", "deploy_geo_production/rollout_0"
+    for id, version in ((rollout, "2.0.0"), (finished, "1.0.0")):
+        ledger.start_deployment(id=id, service="geo", environment="production", version=version, kind="rollout",
+                                dag_id="deploy_geo_production", run_id=id.split("/")[1])
+    ledger.finish_deployment(finished, "succeeded")
+    hotfix = {"issue_id": "INC-1", "severity": "critical", "reason": "checkout is down for everyone"}
+    cases = [
+        ("deploy", {"version": "2.0.0"}, "This run has no parent_id"),
+        ("deploy", {"version": "2.0.0", "parent_id": "deploy_geo_production/nope"},
+         "parent_id 'deploy_geo_production/nope' is not a deployment of deploy_geo_production"),
+        ("deploy", {"version": "1.0.0", "parent_id": finished}, f"Its run {finished} is succeeded, not running"),
+        ("deploy", {"version": "3.0.0", "parent_id": rollout}, f"Its run {rollout} deploys 2.0.0, not 3.0.0"),
+        ("hotfix", {"version": "2.0.0", "parent_id": rollout, **hotfix},
+         f"only as part of a run of hotfix_geo (its approval, checklist and maintenance window); trigger that DAG. "
+         f"parent_id '{rollout}' is not a deployment of hotfix_geo"),
+    ]
+    for kind, conf, message in cases:
+        dag_id = "hotfix_geo_us-west-2" if kind == "hotfix" else "deploy_geo_production_us-west-2"
+        capfd.readouterr()
+        run = bag.dags[dag_id].test(run_conf=conf)
+        out, err = capfd.readouterr()
+        assert str(run.state) == "failed", conf
+        assert states(run)["start_deployment"] == "failed", conf
+        assert message in out + err, (conf, out[-3000:])
+        assert sorted(d.id for d in ledger.deployments("geo", "production")) == [finished, rollout], conf
+    from airflow_deploy_provider.platforms.local.platform import targets
+
+    assert not [t for t in targets() if t.startswith("geo-")]  # nothing deployed

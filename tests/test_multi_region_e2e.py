@@ -342,16 +342,26 @@ def rollouts(tmp_path_factory):
                 result.faults[svc.name] = FaultAfterRegionalRun(ledger_url, airflow.home / "deploy-local", svc, FAILING)
                 result.faults[svc.name].start()
         airflow.wait_for_dags([d for svc in result.services.values() for d in svc.dag_ids()])
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
         waiting = []
+        ledger = DeploymentLedger.from_url(ledger_url)
         for svc in result.services.values():
             if svc.failure:
-                airflow.trigger(svc.regional(FAILING), conf={"version": OLD}, run_id="e2e_first")
+                # A regional DAG runs only for a running rollout of its version (the guard is tested below):
+                # the ledger row of one that deployed 1.0.0 to this region only stands in for it.
+                first = f"{svc.dag_id}/e2e_first"
+                ledger.start_deployment(id=first, service=svc.name, environment="production", version=OLD,
+                                        kind="rollout", dag_id=svc.dag_id, run_id="e2e_first")
+                airflow.trigger(svc.regional(FAILING), conf={"version": OLD, "parent_id": first},
+                                run_id="e2e_first")
                 waiting.append(svc)
             else:
                 airflow.trigger(svc.dag_id, conf=svc.conf, run_id=RUN_ID)
         for svc in waiting:
             run = airflow.wait_for_run(svc.regional(FAILING), "e2e_first", timeout=RUN_TIMEOUT)
             assert run["state"] == "success", airflow.explain(svc.regional(FAILING), "e2e_first")
+            ledger.finish_deployment(f"{svc.dag_id}/e2e_first", "failed", "test set-up: one region only")
             airflow.trigger(svc.dag_id, conf=svc.conf, run_id=RUN_ID)
         yield result
     finally:

@@ -148,7 +148,11 @@ def test_single_region_production_has_the_checklist(hello_dags):
     items = {t.split(".")[1] for t in dag.task_dict if t.startswith("pre_deployment_checklist.")}
     # no maintenance window and no migrations configured: those two items do not apply
     assert items == {"staging_tests_passed", "security_scan_clean", "release_notes_prepared",
-                     "rollback_plan_documented", "on_call_team_notified"}
+                     "rollback_plan_documented", "on_call_team_notified", "checklist_report"}
+    report = dag.task_dict["pre_deployment_checklist.checklist_report"]
+    assert report.upstream_task_ids == {f"pre_deployment_checklist.{i}" for i in items - {"checklist_report"}}
+    assert report.items == ["staging_tests_passed", "security_scan_clean", "release_notes", "rollback_plan",
+                            "on_call_notified"]
     assert dag.task_dict["canary_deployment.step_1_10pct"].weight == 10
 
 
@@ -157,9 +161,19 @@ def test_checklist_of_the_full_example(checkout_dags):
     items = {t.split(".")[1] for t in dag.task_dict if t.startswith("pre_deployment_checklist.")}
     assert items == {"staging_tests_passed", "security_scan_clean", "release_notes_prepared",
                      "rollback_plan_documented", "on_call_team_notified", "maintenance_window_scheduled",
-                     "database_backup_completed"}
+                     "database_backup_completed", "checklist_report"}
     chain_of(dag, ["approval_gate.approve", "approval_gate.verify_maintenance_window",
                    "approval_gate.confirm_rollback_readiness"])
+    # what is left of the window must hold the rest of the run: everything after the check, not before it
+    from airflow_deploy_provider.factory.plan import plan_dag
+
+    plan = plan_dag(dag)
+    window = dag.task_dict["approval_gate.verify_maintenance_window"]
+    assert window.expected_rollout == plan.after(window.task_id)
+    path = plan.critical_path
+    assert window.task_id in path  # on the critical path: what comes before it plus what is left is the whole run
+    done = sum((plan.by_id[t].expected for t in path[:path.index(window.task_id) + 1]), start=plan.expected * 0)
+    assert done > plan.expected * 0 and window.expected_rollout == plan.expected - done
 
 
 def test_multi_region_rollout(checkout_dags):

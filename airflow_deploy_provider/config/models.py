@@ -47,7 +47,7 @@ STRATEGIES = ("recreate", "rolling", "bluegreen", "canary")
 PLATFORMS = ("local", "kubernetes", "ecs")
 METRIC_PROVIDERS = ("local", "prometheus", "cloudwatch")
 ROUTERS = ("gateway-api", "istio", "nginx", "replicas")
-NOTIFY_EVENTS = ("start", "success", "failure", "rollback", "approval")
+NOTIFY_EVENTS = ("start", "success", "failure", "rollback", "approval", "checklist")
 
 
 class DeployModel(BaseModel):
@@ -664,7 +664,7 @@ class Notifications(DeployModel):
 
     slack: SlackNotifications | None = None
     """Slack settings."""
-    events: list[Literal["start", "success", "failure", "rollback", "approval"]] = Field(
+    events: list[Literal["start", "success", "failure", "rollback", "approval", "checklist"]] = Field(
         default_factory=lambda: list(NOTIFY_EVENTS)
     )
     """Which events are announced."""

@@ -268,9 +268,9 @@ class ServiceDagBuilder:
         
         dag.params = self.params
         self.plan = describe_dag(dag, self, workflow)
-        for task in dag.tasks:  # a maintenance window must hold the whole run, as the plan expects it
+        for task in dag.tasks:  # what is left of a maintenance window must hold the rest of the run
             if hasattr(task, "expected_rollout"):
-                task.expected_rollout = self.plan.expected
+                task.expected_rollout = self.plan.after(task.task_id)
         return dag
 
     # ---------------------------------------------------------------------------------------------- tasks

@@ -81,7 +81,8 @@ def build(b: ServiceDagBuilder) -> DAG:
                 title="hotfix to production" + (f" in {b.region}" if regional else ""), params=hotfix_params(),
                 tags=["hotfix"])
     with dag:
-        start = start_hotfix(b, parent_id="{{ dag_run.conf.get('parent_id', '') }}" if regional else None)
+        start = start_hotfix(b, parent_id="{{ dag_run.conf.get('parent_id', '') }}" if regional else None,
+                             parent_dag_id=f"hotfix_{b.name}" if regional else None)
         before = [] if regional else list(creation_and_build(b))
         with phase("expedited_deployment", "Skip staging (emergency override), one replica first, all after "
                    f"{int(settings.stability_period.total_seconds() // 60)} stable minutes, close monitoring") \

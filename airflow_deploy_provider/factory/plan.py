@@ -40,6 +40,19 @@ class Plan:
     def by_id(self) -> dict[str, PlannedTask]:
         return {t.task_id: t for t in self.tasks}
 
+    def after(self, task_id: str) -> timedelta:
+        """Expected time from the end of ``task_id`` to the end of a successful run (longest path after it)."""
+        downstream: dict[str, list[PlannedTask]] = {}
+        for t in self.tasks:
+            if not t.on_failure:
+                for up in t.upstream:
+                    downstream.setdefault(up, []).append(t)
+        rest: dict[str, timedelta] = {}
+        for t in reversed(self.tasks):  # topological order reversed: successors first
+            rest[t.task_id] = max((rest[d.task_id] + d.expected for d in downstream.get(t.task_id, ())),
+                                  default=timedelta(0))
+        return rest.get(task_id, timedelta(0))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dag_id": self.dag_id,

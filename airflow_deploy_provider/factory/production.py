@@ -29,6 +29,7 @@ from airflow_deploy_provider.operators.deploy import (
 from airflow_deploy_provider.operators.gate import MetricGateOperator
 from airflow_deploy_provider.operators.validation import (
     ChecklistItemOperator,
+    ChecklistReportOperator,
     LogValidationOperator,
     RollbackReadinessOperator,
 )
@@ -86,7 +87,14 @@ def checklist(b: ServiceDagBuilder) -> list[Any]:
         }.get(item, {})
         tasks.append(ChecklistItemOperator(task_id=task_id, **b.common(), item=item, version=b.release("version"),
                                            settings=settings))
-    return tasks
+    if not tasks:
+        return tasks
+    # all_done: it also runs when the start skipped the run, so its version must render without a release
+    version = "{{ (ti.xcom_pull(task_ids='%s') or {}).get('version', '') }}" % b.start_task_id
+    report = ChecklistReportOperator(task_id="checklist_report", **b.common(), version=version,
+                                     items=[t.item for t in tasks], notification=b.notification(), retries=2)
+    tasks >> report
+    return [*tasks, report]
 
 
 def approval_gate(b: ServiceDagBuilder, expected_rollout: Any = None) -> list[Any]:
@@ -132,7 +140,8 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
                 schedule=schedule)
     with dag:
         start = b.start(tag_template=production_tag(b), commit="{{ params.commit or '' }}",
-                        parent_id="{{ dag_run.conf.get('parent_id', '') }}", promote_from="staging")
+                        parent_id="{{ dag_run.conf.get('parent_id', '') }}", promote_from="staging",
+                        parent_dag_id=f"deploy_{b.name}_production" if regional else None)
         with phase("pre_deployment_checklist", "Staging passed, security scan clean, release notes, rollback plan, "
                    "on-call notified, maintenance window, database backup") as checks:
             if not regional:  # a regional run is covered by the global rollout's checklist

@@ -15,6 +15,7 @@ EVENT_TITLES = {
     "failure": ":x: Deployment failed",
     "rollback": ":rewind: Deployment rolled back",
     "approval": ":raising_hand: Approval",
+    "checklist": ":clipboard: Pre-deployment checklist",
     "info": ":information_source: Deployment update",
 }
 
@@ -44,14 +45,14 @@ class DeploymentMessage:
     def text(self) -> str:
         """One line, used as the notification's fallback text."""
         verb = {"start": "started", "success": "succeeded", "failure": "FAILED", "rollback": "rolled back",
-                "approval": "approval", "info": "update"}.get(self.event, self.event)
+                "approval": "approval", "checklist": "checklist", "info": "update"}.get(self.event, self.event)
         what = "hotfix" if self.kind == "hotfix" else ("rollback" if self.kind == "rollback" else "deployment")
         line = f"{self.service} {self.version or '?'} {what} to {self.target} {verb}"
         if self.who:
             line += f" (by {self.who})"
         if self.duration_seconds is not None and self.event != "start":
             line += f" after {format_seconds(self.duration_seconds)}"
-        if self.reason and self.event in ("failure", "rollback", "approval", "start"):
+        if self.reason and self.event in ("failure", "rollback", "approval", "start", "checklist"):
             line += f": {self.reason}"
         return line
 

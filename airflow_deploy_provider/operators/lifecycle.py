@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from airflow_deploy_provider.config.models import NOTIFY_EVENTS
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator, check_choice
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -28,6 +29,12 @@ def _check(name: str, value: str, pattern: str, example: str) -> str:
     return value
 
 
+def _run_type(value: Any) -> str:
+    """``manual``/``scheduled``/...: a run type renders as ``DagRunType.SCHEDULED`` in a template."""
+    text = str(value)
+    return text.split(".", 1)[1].lower() if text.startswith("DagRunType.") else text
+
+
 class NotifyingMixin:
     """Sends deployment notifications once per deployment and event, even when a task is retried."""
 
@@ -39,7 +46,7 @@ class NotifyingMixin:
         conn_id = settings.get("slack_conn_id")
         if not conn_id:
             return "skipped: no notification channel configured"
-        if event not in settings.get("events", ("start", "success", "failure", "rollback", "approval")):
+        if event not in settings.get("events", NOTIFY_EVENTS):
             return f"skipped: {event} notifications are turned off"
         ledger = self.ledger  # type: ignore[attr-defined]
         deployment_id = self.deployment_id  # type: ignore[attr-defined]
@@ -77,6 +84,9 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     :param severity: hotfix severity, ``critical`` or ``major`` (templated).
     :param trigger: what started the run (templated); default the DAG run's type.
     :param parent_id: ledger id of the orchestrating deployment for a regional run (templated).
+    :param parent_dag_id: a regional deployment or hotfix: the DAG that orchestrates it. The run must then come
+        from that DAG's running rollout of the same version (its approval, checklist and window); a direct
+        run is refused before anything is recorded.
     :param promote_from: the environment versions are promoted from (scheduled and asset-triggered runs).
     :param across_regions: a hotfix or rollback of every region of a multi-region service: the previous version
         is that of the last complete rollout or hotfix across the regions; a rollback goes back to the one before
@@ -107,6 +117,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         severity: str | None = None,
         trigger: str | None = "{{ dag_run.run_type }}",
         parent_id: str | None = None,
+        parent_dag_id: str | None = None,
         across_regions: bool = False,
         promote_from: str | None = None,
         config_fingerprint: str | None = None,
@@ -130,6 +141,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.severity = severity
         self.trigger = trigger
         self.parent_id = parent_id
+        self.parent_dag_id = parent_dag_id
         self.across_regions = across_regions
         self.promote_from = promote_from
         self.config_fingerprint = config_fingerprint
@@ -235,6 +247,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             return release
         try:
             release = self.resolve()
+            self._check_parent(release["version"])
         except ValueError as exc:  # bad input: retrying cannot fix it
             raise AirflowFailException(str(exc)) from None
         who = triggering_user(context) or release["author"]
@@ -243,7 +256,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             id=self.deployment_id, service=self.service, environment=self.environment, region=self.region,
             kind=self.kind, version=release["version"], image=release["image"],
             previous_version=release["previous_version"], commit_sha=release["commit"], branch=release["branch"],
-            author=release["author"], trigger=None if _blank(self.trigger) else str(self.trigger),
+            author=release["author"], trigger=None if _blank(self.trigger) else _run_type(self.trigger),
             triggered_by=who, reason=release["reason"], dag_id=getattr(dag_run, "dag_id", None),
             run_id=getattr(dag_run, "run_id", None), parent_id=None if _blank(self.parent_id) else self.parent_id,
             config_fingerprint=self.config_fingerprint,
@@ -263,6 +276,23 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         )
         self.log.info("Start notification: %s", self.notify("start", message, context))
         return release
+
+    def _check_parent(self, version: str) -> None:
+        """A regional run belongs to a running rollout (or hotfix) of the same version: the governance steps
+        (approval, checklist, maintenance window) live in the orchestrating DAG, so a direct run would skip them."""
+        if not self.parent_dag_id:
+            return
+        hint = (f"{self.service} deploys to {self.environment} in {self.region} only as part of a run of "
+                f"{self.parent_dag_id} (its approval, checklist and maintenance window); trigger that DAG")
+        if _blank(self.parent_id):
+            raise ValueError(f"{hint}. This run has no parent_id")
+        parent = self.ledger.get(str(self.parent_id))
+        if parent is None or parent.dag_id != self.parent_dag_id or parent.service != self.service:
+            raise ValueError(f"{hint}. parent_id {self.parent_id!r} is not a deployment of {self.parent_dag_id}")
+        if parent.status != "running":
+            raise ValueError(f"{hint}. Its run {self.parent_id} is {parent.status}, not running")
+        if parent.version != version:
+            raise ValueError(f"{hint}. Its run {self.parent_id} deploys {parent.version}, not {version}")
 
     def _promoted_release(self, context: Any) -> None:
         """A run nobody gave a version: started by the previous environment's asset (its event carries the

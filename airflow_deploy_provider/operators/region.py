@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator
 
@@ -185,6 +185,8 @@ class RolloutVerdictOperator(DeploymentBaseOperator):
         return "the rollout's verdict: every region succeeded"
 
     def execute(self, context: Any) -> dict[str, str]:
+        if self.ledger.get(self.deployment_id) is None:  # the start ended the run quietly (nothing to deploy)
+            raise AirflowSkipException("no rollout in this run: no verdict")
         outcomes = region_outcomes(self.ledger, self.deployment_id, self.regions)
         self.log.info("per-region outcome:\n%s", "\n".join(f"  {r:<20} {o}" for r, o in outcomes.items()))
         wrong = {r: o for r, o in outcomes.items() if o != "succeeded"}

@@ -10,7 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import TriggerRule
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_deploy_provider.operators.base import (
     DeploymentBaseOperator,
@@ -18,6 +19,7 @@ from airflow_deploy_provider.operators.base import (
     check_choice,
     wait_for,
 )
+from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
 from airflow_deploy_provider.registry import NotImplementedForPlatform
 
 
@@ -488,6 +490,67 @@ class ChecklistItemOperator(DeploymentBaseOperator):
             raise AirflowFailException(f"outside the maintenance window ({where}); the next one starts "
                                        f"{following:%Y-%m-%d %H:%M %Z}")
         return f"inside the maintenance window until {end:%Y-%m-%d %H:%M %Z}"
+
+
+class ChecklistReportOperator(NotifyingMixin, DeploymentBaseOperator):
+    """
+    Reports the production checklist item by item, once every item has run (trigger rule ``all_done``): one
+    notification with each item's result (from the ledger), and the task fails when any item failed or left
+    no result, so nothing after the checklist runs.
+
+    Template fields: ``deployment_id``, ``version``.
+
+    :param items: the checklist items of this DAG, in order.
+    :param version: the version to deploy (templated).
+    :param notification: where to announce it (event ``checklist``).
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version")
+
+    def __init__(self, *, items: list[str], version: str, notification: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        super().__init__(**kwargs)
+        for item in items:
+            check_choice(self.task_id, "item", item, ChecklistItemOperator.ITEMS)
+        self.items = items
+        self.version = version
+        self.notification = notification
+
+    def describe(self) -> str:
+        return "report the checklist item by item (ledger, notification); fail if any item failed"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_deploy_provider.notifications.slack import DeploymentMessage, run_url
+
+        deployment = self.ledger.get(self.deployment_id)
+        if deployment is None:  # the start ended the run quietly (a scheduled run with nothing to deploy)
+            raise AirflowSkipException("no deployment in this run: nothing to report")
+        latest: dict[str, dict[str, Any]] = {}
+        for event in self.ledger.events(self.deployment_id, kind="checklist"):
+            latest[event.data.get("item")] = event.data  # the last try of each item counts
+        rows, failed = [], []
+        version = self.version or deployment.version
+        for item in self.items:
+            result = latest.get(item)
+            ok = bool(result and result.get("ok"))
+            if not ok:
+                failed.append(item.replace("_", " "))
+            detail = (result or {}).get("detail") or "no result (the check did not run to the end)"
+            rows.append(["ok" if ok else "FAILED", item.replace("_", " "), detail[:120]])
+        summary = (f"all {len(rows)} items passed" if not failed
+                   else f"{len(failed)} of {len(rows)} items failed: {', '.join(failed)}")
+        dag_run = context.get("dag_run")
+        message = DeploymentMessage(
+            event="checklist", kind=deployment.kind, service=self.service,
+            environment=self.environment, region=self.region, version=version, reason=summary,
+            table=[["", "item", "result"], *rows],
+            run_url=run_url(getattr(dag_run, "dag_id", None), getattr(dag_run, "run_id", None)))
+        self.log.info("Pre-deployment checklist: %s\n%s", summary, "\n".join("  ".join(r) for r in rows))
+        self.log.info("Checklist notification: %s", self.notify("checklist", message, context))
+        if failed:
+            raise AirflowFailException(f"pre-deployment checklist: {summary}")
+        return {"passed": True, "items": rows}
 
 
 class RecordIncidentOperator(DeploymentBaseOperator):

@@ -79,7 +79,8 @@ class MaintenanceWindowSensor(DeploymentBaseOperator):
     window is refused, before anything changes.
 
     :param window: ``schedule`` (cron), ``duration``, ``timezone``, ``outside_window``, ``freezes``.
-    :param expected_rollout: expected duration of the whole run (the factory sets it from the DAG's plan).
+    :param expected_rollout: expected duration of the rest of the run after this check (the factory sets it
+        from the DAG's plan).
     """
 
     waits_for_people = True
@@ -130,12 +131,13 @@ class MaintenanceWindowSensor(DeploymentBaseOperator):
             self.defer(trigger=DateTimeTrigger(moment=following.astimezone(timezone.utc)), method_name="execute")
         left = end - now
         if self.expected_rollout > left:
-            self.record("window", f"refused: the rollout takes about {format_duration(self.expected_rollout)}, the "
+            self.record("window", f"refused: the rest of the rollout takes about {format_duration(self.expected_rollout)}, the "
                         f"window ends in {format_duration(left)}", data={"left": left.total_seconds(),
                                                                          "expected": self.expected_rollout.total_seconds()})
-            raise AirflowFailException(f"the rollout (about {format_duration(self.expected_rollout)}) does not fit in "
+            raise AirflowFailException(f"the rest of the rollout (about {format_duration(self.expected_rollout)}) does not fit in "
                                        f"what is left of the maintenance window ({format_duration(left)})")
         self.record("window", f"inside the maintenance window until {end:%Y-%m-%d %H:%M %Z} "
-                    f"({format_duration(left)} left, the rollout takes about {format_duration(self.expected_rollout)})",
+                    f"({format_duration(left)} left, the rest of the rollout takes about "
+                    f"{format_duration(self.expected_rollout)})",
                     data={"end": end.isoformat()})
         return {"end": end.isoformat()}
