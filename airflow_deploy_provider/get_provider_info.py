@@ -13,7 +13,7 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Deploy",
         "description": "Turns a service's `.deploy/*.yaml` files into deployment DAGs: development (recreate), "
                        "staging (blue-green), production (canary with metric gates and automatic rollback), "
-                       "hotfix, rollback and multi-region rollouts.",
+                       "hotfix, rollback, multi-region rollouts and PostgreSQL migrations.",
         "versions": [__version__],
         "integrations": [
             {"integration-name": "Deploy", "external-doc-url": "https://github.com/airflow-deploy-provider",
@@ -47,7 +47,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [
             {"integration-name": "Deploy", "python-modules": ["airflow_deploy_provider.ledger.hook",
-                                                               "airflow_deploy_provider.hooks.route53"]},
+                                                               "airflow_deploy_provider.hooks.route53",
+                                                               "airflow_deploy_provider.hooks.migration"]},
         ],
         "connection-types": [
             {"connection-type": "deploy_ledger", "hook-class-name": "airflow_deploy_provider.ledger.hook.DeploymentLedgerHook",

@@ -17,7 +17,8 @@ EXPECTED_DAGS = {
     "rollback_checkout_development", "rollback_checkout_staging", "rollback_checkout_production",
     "rollback_checkout_production_us-west-2", "rollback_checkout_production_eu-west-1",
     "rollback_checkout_production_ap-southeast-1", "rollback_checkout_production_us-east-1",
-    "hotfix_checkout",
+    "hotfix_checkout", "migrate_checkout_contract", "repair_checkout_migrations",
+    "restore_checkout_production_database",
     *(f"hotfix_{svc}_{region}" for svc in ("checkout", "payments")
       for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")),
     "deploy_hello_development", "deploy_hello_production", "rollback_hello_development",

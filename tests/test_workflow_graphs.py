@@ -350,3 +350,29 @@ def test_minimal_production_builds_and_its_watch_checks_the_rollback_conditions(
     watch = dags["deploy_mini_production"].task_dict["monitoring_and_alerting.watch_metrics"]
     assert [c["text"] for c in watch.conditions] == ["error_rate > 5%", "availability < 99%"]
     assert {d.dag_id for d in dags.values()} >= {"deploy_mini_production", "rollback_mini_production", "hotfix_mini"}
+
+
+def test_migration_dags(checkout_dags):
+    """Each environment's migrations reach its own database; contract, repair and restore are DAGs of their own."""
+    conn = {env: checkout_dags[dag].task_dict[task].conn_id for env, dag, task in (
+        ("development", "deploy_checkout_development", "deploy_to_dev.run_migrations"),
+        ("staging", "deploy_checkout_staging", "blue_green_deployment.run_migrations"),
+        ("production", "deploy_checkout_production_us-west-2", "canary_deployment.run_migrations"))}
+    assert conn == {env: f"checkout_db_{env}" for env in conn}
+    production = checkout_dags["deploy_checkout_production_us-west-2"]
+    migrate = production.task_dict["canary_deployment.run_migrations"]
+    assert (migrate.phase, migrate.direction, migrate.dry_run, migrate.deferrable) == ("expand", "up", False, True)
+    contract = checkout_dags["migrate_checkout_contract"]
+    chain_of(contract, ["readiness.check_old_version_retired", "readiness.plan_contract_migrations",
+                        "contract.run_contract_migrations"])
+    run = contract.task_dict["contract.run_contract_migrations"]
+    assert (run.phase, run.backup, run.record_deployment) == ("contract", True, False)
+    assert contract.task_dict["readiness.check_old_version_retired"].delay.days == 7  # the spec's week
+    repair = checkout_dags["repair_checkout_migrations"]
+    assert {t.task_id: t.expected for t in repair.tasks} == {
+        f"repair_{env}": f"repair checkout {env}" for env in ("development", "staging", "production")}
+    assert repair.params.get_param("confirm").schema["pattern"] == \
+        "^repair checkout (development|staging|production)$"
+    restore = checkout_dags["restore_checkout_production_database"]
+    assert restore.params.get_param("confirm").schema["pattern"] == "^restore\\ checkout\\ production$"
+    assert restore.task_dict["restore_from_backup"].conn_id == "checkout_db_production"

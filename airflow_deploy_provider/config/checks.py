@@ -481,9 +481,24 @@ def _rollback_conditions(svc: ServiceFile, root: Path | None) -> Iterator[Findin
 
 @_service_check
 def _migrations(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
-    if svc.migrations is not None and root is not None and not (root / svc.migrations.path).is_dir():
+    if svc.migrations is None or root is None:
+        return
+    folder = root / svc.migrations.path
+    if not folder.is_dir():
         yield Finding(("migrations", "path"), f"migrations folder '{svc.migrations.path}' does not exist in the "
                       f"service folder ({root.name})", "migrations-path")
+        return
+    # The files themselves are checked again when they run; a warning here (not an error) keeps the service's
+    # DAGs, its rollback among them, while someone fixes a file name.
+    from airflow_deploy_provider.migrations import MigrationError, load_migrations
+
+    for require_down, code in ((False, "migration-files"), (True, "migration-down-missing")):
+        try:
+            load_migrations(folder, require_down=require_down)
+        except MigrationError as exc:
+            extra = "; production refuses to run them" if require_down else "; every migration task will fail"
+            yield Finding(("migrations", "path"), f"{exc}{extra}", code, severity="warning")
+            return
 
 
 def _approval_policy(policy: ApprovalPolicy, loc: Loc, what: str) -> Iterator[Finding]:

@@ -91,6 +91,10 @@ RegionName = _named(r"^[a-z0-9][a-z0-9-]{0,40}[a-z0-9]$", "a lowercase region na
 MetricName = _named(r"^[a-z][a-z0-9_]{0,62}$", "a metric name of lowercase letters, digits and '_'", "'error_rate'")
 GroupName = _named(r"^[A-Za-z][A-Za-z0-9 _.-]{0,62}$", "a group name", "'tech-lead'")
 ConnId = _named(r"^[A-Za-z0-9_.-]{1,250}$", "an Airflow connection id", "'slack_deployments'")
+TableName = _named(r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$",
+                   "a lower-case table name, optionally schema.table", "'deploy_schema_history'")
+MigrationConnId = _named(r"^([A-Za-z0-9_.-]|\{environment\}){1,250}$",
+                         "an Airflow connection id, {environment} replaced", "'checkout_db_{environment}'")
 ImageRepository = _named(
     r"^([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$",
     "an image repository without tag (registry/path/name)", "'registry.example.com/shop/checkout'",
@@ -767,15 +771,63 @@ class MaintenanceWindow(DeployModel):
     """Freeze periods."""
 
 
+class StatementTimeouts(DeployModel):
+    """``lock_timeout`` and ``statement_timeout`` of one kind of statement (``0s``: none)."""
+
+    lock_timeout: Duration | None = None
+    """How long a statement waits for a lock before it gives up (and is retried with backoff)."""
+    statement_timeout: Duration | None = None
+    """How long a statement may run."""
+
+
 class Migrations(DeployModel):
     """Database migrations run with deployments (PostgreSQL)."""
 
     path: str = "migrations"
     """Folder of ``V<n>__<description>.sql`` and ``U<n>__<description>.sql`` files, relative to the service folder."""
-    connection: ConnId
-    """Connection of the target database."""
+    connection: MigrationConnId
+    """Connection of the target database; ``{environment}`` is replaced (``checkout_db_{environment}``)."""
     backup: bool = True
     """Take and verify a ``pg_dump`` backup before production migrations."""
+    backup_location: str | None = None
+    """Folder of the backups (on the worker); default ``$AIRFLOW_HOME/deploy-backups``."""
+    history_table: TableName = "deploy_schema_history"
+    """History table in the target database (``table`` or ``schema.table``)."""
+    lock_wait: Duration = timedelta(minutes=30)
+    """How long a run waits (deferred, no worker slot) while another run migrates the same database; ``0s``:
+    fail at once."""
+    retries: int = Field(5, ge=0, le=50)
+    """Retries of a statement (with exponential backoff) after a lock timeout or a deadlock."""
+    timeouts: dict[Literal["ddl", "dml", "concurrent", "maintenance", "query"], StatementTimeouts] = Field(
+        default_factory=dict)
+    """Per kind of statement; defaults: ddl 5s/15m, dml 5s/10m, concurrent (CONCURRENTLY) 5m/none,
+    maintenance (VACUUM, ...) 5s/none, query 5s/10m."""
+    long_running_query: Duration = timedelta(minutes=1)
+    """Pre-flight: a session holding locks on a target table for longer than this stops the run before it
+    starts (so do idle-in-transaction sessions)."""
+    max_replication_lag: Duration | None = timedelta(seconds=30)
+    """Pre-flight and during the run: replication lag above this stops the run. ``null``: not checked."""
+    cancel_blocking_after: Duration | None = timedelta(seconds=10)
+    """A migration statement that blocks other sessions for longer than this is cancelled (and retried).
+    ``null``: never cancelled."""
+    contract_delay: Duration = timedelta(days=7)
+    """Contract migrations (``-- phase: contract``) run, in ``migrate_<service>_contract``, only once the app
+    versions from before the latest expand migration have been retired for this long (spec: one week)."""
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The migration engine's settings (``MigrationSettings.from_dict``)."""
+        timeouts = {kind: {k: v.total_seconds() for k, v in (("lock_timeout", t.lock_timeout),
+                                                              ("statement_timeout", t.statement_timeout))
+                           if v is not None} for kind, t in self.timeouts.items()}
+        lag = self.max_replication_lag
+        cancel = self.cancel_blocking_after
+        return {"history_table": self.history_table, "max_retries": self.retries, "timeouts": timeouts,
+                "long_running_seconds": self.long_running_query.total_seconds(),
+                "max_replication_lag_seconds": lag.total_seconds() if lag is not None else None,
+                "block_cancel_after_seconds": cancel.total_seconds() if cancel is not None else None}
+
+    def connection_for(self, environment: str) -> str:
+        return self.connection.replace("{environment}", environment)
 
 
 class HttpCheck(DeployModel):
@@ -886,7 +938,7 @@ class RollbackSettings(DeployModel):
     """The rollback workflow."""
 
     monitor_duration: Duration = timedelta(minutes=15)
-    """How long the restored version is watched."""
+    """How long the restored version is watched; ``0s``: not watched."""
     conditions: list[ConditionValue] = Field(
         default_factory=lambda: [parse_condition("error_rate > 5%"), parse_condition("availability < 99%")])
     """Alert conditions that trigger an automatic rollback (spec: error rate > 5%, availability < 99%)."""

@@ -66,6 +66,7 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
     from airflow_deploy_provider.factory import (
         development,
         hotfix,
+        migrations,
         multi_region,
         production,
         rollback,
@@ -100,6 +101,13 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
         else:
             add(f"rollback_{name}_{env}", lambda env=env: rollback.build(ServiceDagBuilder(config, env,
                                                                                            kind="rollback")))
+    if config.service.migrations is not None:
+        add(f"repair_{name}_migrations", lambda: migrations.build_repair(config, deferrable=deferrable))
+        if "production" in config.environments:
+            add(f"migrate_{name}_contract", lambda: migrations.build_contract(
+                ServiceDagBuilder(config, "production", kind="migration")))
+            add(f"restore_{name}_production_database", lambda: migrations.build_restore(
+                ServiceDagBuilder(config, "production", kind="migration")))
     if "production" in config.environments and config.multi_region is None:
         add(f"hotfix_{name}", lambda: hotfix.build(ServiceDagBuilder(config, "production", kind="hotfix")))
     elif "production" in config.environments:

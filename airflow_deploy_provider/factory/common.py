@@ -11,14 +11,27 @@ from airflow_deploy_provider.operators.validation import HealthCheckOperator, Lo
 from airflow_deploy_provider.sensors.approval import ApprovalSensor
 
 
+def migration_settings(b: ServiceDagBuilder) -> dict[str, Any]:
+    """What every migration task of the service's environment is given: files, database, engine settings."""
+    migrations = b.svc.migrations
+    assert migrations is not None
+    return {"migrations_path": str(b.config.root / migrations.path),
+            "conn_id": migrations.connection_for(b.environment), "settings": migrations.engine_settings()}
+
+
 def migration_task(b: ServiceDagBuilder, *, task_id: str = "run_migrations", direction: str = "up",
-                   dry_run: bool = False, backup: bool = False) -> MigrationOperator | None:
+                   dry_run: bool = False, backup: bool = False, phase: str = "expand",
+                   **kwargs: Any) -> MigrationOperator | None:
     migrations = b.svc.migrations
     if migrations is None:
         return None
-    return MigrationOperator(task_id=task_id, **b.common(), migrations_path=str(b.config.root / migrations.path),
-                             conn_id=migrations.connection, direction=direction, dry_run=dry_run,
-                             backup=backup and migrations.backup, version=b.release("version"))
+    kwargs.setdefault("version", b.release("version"))
+    if direction == "down":
+        kwargs.setdefault("target_version", b.release("version"))
+    return MigrationOperator(task_id=task_id, **b.common(), **migration_settings(b), direction=direction,
+                             phase=phase, dry_run=dry_run, backup=backup and migrations.backup,
+                             backup_location=migrations.backup_location, lock_wait=migrations.lock_wait,
+                             deferrable=b.deferrable, **kwargs)
 
 
 def health_check(b: ServiceDagBuilder, role: str | None, task_id: str = "health_check") -> HealthCheckOperator:

@@ -27,6 +27,9 @@ INTRO = {
                 "incident report.",
     "multi-region": "Rolls the version out region by region: canary region first, primary last, each watched for "
                     "its wait time, with GeoDNS weights shifted as regions come up.",
+    "migrations": "Database work outside a deployment: contract migrations once the old version is retired, "
+                  "checksum repair of edited files, or the last-resort restore from a verified backup. Each one "
+                  "needs an explicit trigger; the database of {environment} is named in the tasks.",
 }
 
 

@@ -84,6 +84,8 @@ def checklist(b: ServiceDagBuilder) -> list[Any]:
             "on_call_notified": {"notification": b.notification()},
             "maintenance_window": {"window": b.svc.maintenance_window.model_dump(mode="python")
                                    if b.svc.maintenance_window else None},
+            "database_backup": {"conn_id": b.svc.migrations.connection_for(b.environment),
+                                "backup_location": b.svc.migrations.backup_location} if b.svc.migrations else {},
         }.get(item, {})
         tasks.append(ChecklistItemOperator(task_id=task_id, **b.common(), item=item, version=b.release("version"),
                                            settings=settings))

@@ -60,12 +60,12 @@ def build(b: ServiceDagBuilder) -> DAG:
                 as validation:
             smoke = b.suite("smoke", task_id="run_smoke_tests", role="stable")
             conditions = b.gate_conditions(b.svc.rollback.conditions)
+            watch = b.svc.rollback.monitor_duration
             monitor = MetricGateOperator(
                 task_id="verify_error_rate", **b.waiting(), version=b.release("version"),
-                metrics=b.metrics_from_conditions(conditions), conditions=conditions,
-                interval=min(b.svc.rollback.monitor_duration, b.svc.rollback.monitor_duration / 15),
-                duration=b.svc.rollback.monitor_duration, failure_limit=2, budget="rollback-validation",
-                metrics_provider=b.metrics_settings(), rollback_on_failure=False)
+                metrics=b.metrics_from_conditions(conditions), conditions=conditions, interval=watch / 15,
+                duration=watch, failure_limit=2, budget="rollback-validation",
+                metrics_provider=b.metrics_settings(), rollback_on_failure=False) if watch else None
             flows = b.suite("critical-user-flows", task_id="check_customer_features", role="stable") \
                 if "critical-user-flows" in b.svc.validation else None
             chain_phases(smoke, [t for t in (monitor, flows) if t is not None])

@@ -91,6 +91,27 @@ class LedgerEvent:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class MigrationRun:
+    """One migration file applied (``up``) or reverted (``down``) in an environment's database."""
+
+    id: int
+    deployment_id: str | None
+    service: str
+    environment: str
+    database: str
+    version: str
+    description: str | None
+    direction: str
+    phase: str | None
+    checksum: str | None
+    status: str
+    statements_done: int
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
 class DeploymentLedger:
     """Access to the ledger database. Create one with :meth:`from_url` or through ``DeploymentLedgerHook``."""
 
@@ -212,6 +233,18 @@ class DeploymentLedger:
 
     def events(self, deployment_id: str, kind: str | None = None) -> list[LedgerEvent]:
         return self._events(events.c.deployment_id == deployment_id, kind)
+
+    def migration_runs(self, service: str, environment: str, database: str | None = None) -> list[MigrationRun]:
+        """Migration runs of a service's database in an environment, oldest first."""
+        query = select(migration_runs).where(migration_runs.c.service == service,
+                                             migration_runs.c.environment == environment)
+        if database is not None:
+            query = query.where(migration_runs.c.database == database)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(migration_runs.c.started_at, migration_runs.c.id)).all()
+        return [MigrationRun(r.id, r.deployment_id, r.service, r.environment, r.database, r.version, r.description,
+                             r.direction, r.phase, r.checksum, r.status, r.statements_done, r.error,
+                             _aware(r.started_at), _aware(r.finished_at) if r.finished_at else None) for r in rows]
 
     def service_events(self, service: str, kind: str) -> list[LedgerEvent]:
         """Events of one kind across every deployment of a service (a build's scan results, ...), oldest first."""

@@ -97,8 +97,10 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ", "TMPDIR")}
 
 
-def verify_backup(path: Path, *, pg_restore: str | None = None, timeout: float = 600) -> int:
-    """``pg_restore --list``: exit 0 and a non-empty table of contents; returns the entry count."""
+def verify_backup(path: Path, *, pg_restore: str | None = None, timeout: float = 600,
+                  allow_empty: bool = False) -> int:
+    """``pg_restore --list``: exit 0 and a non-empty table of contents (``allow_empty``: the database had
+    nothing to dump); returns the entry count."""
     binary = _binary("pg_restore", pg_restore)
     try:
         done = subprocess.run(
@@ -112,9 +114,24 @@ def verify_backup(path: Path, *, pg_restore: str | None = None, timeout: float =
             f"{done.stderr.strip()[-1000:]}"
         )
     entries = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith(";")]
-    if not entries:
+    if not entries and not allow_empty:
         raise BackupError(f"backup {path} has an empty table of contents")
     return len(entries)
+
+
+def _user_objects(params: ConnectionParams) -> int:
+    """Relations, types and functions outside the system schemas: what an empty dump would have missed."""
+    conn = params.connector()()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""
+                SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%')
+                     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))""")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def backup_database(
@@ -135,8 +152,9 @@ def backup_database(
     command = [_binary("pg_dump", pg_dump), "--format=custom", "--no-password", f"--file={path}"]
     began = time.monotonic()
     try:
+        objects = _user_objects(params)
         _run(command, params, f"pg_dump of database {params.dbname}", timeout)
-        entries = verify_backup(path, pg_restore=pg_restore, timeout=timeout)
+        entries = verify_backup(path, pg_restore=pg_restore, timeout=timeout, allow_empty=objects == 0)
     except BackupError:
         path.unlink(missing_ok=True)  # an unverified dump must not pass for a backup
         raise

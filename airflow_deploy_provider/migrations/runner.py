@@ -294,6 +294,12 @@ class MigrationRunner:
         """The backend pid of the main session (``None`` before it is opened)."""
         return self._pid
 
+    @property
+    def database(self) -> str:
+        """The target database's name (opens the main session when needed)."""
+        self._session()
+        return str(self._database)
+
     def close(self) -> None:
         """Release the lock (if held) and close the sessions."""
         with suppress(psycopg2.Error):

@@ -20,7 +20,6 @@ from airflow_deploy_provider.operators.base import (
     wait_for,
 )
 from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
-from airflow_deploy_provider.registry import NotImplementedForPlatform
 
 
 class HealthCheckOperator(PlatformOperatorBase):
@@ -396,10 +395,6 @@ class ChecklistItemOperator(DeploymentBaseOperator):
         return f"checklist: {self.item.replace('_', ' ')}"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        if self.item == "database_backup":
-            raise NotImplementedForPlatform(
-                "the checklist item 'database_backup' comes with the database migrations of a later version of "
-                "airflow-deploy-provider; turn it off under 'checklist' in service.yaml to deploy without it")
         try:
             detail = getattr(self, f"_{self.item}")(context)
         except AirflowFailException as exc:
@@ -471,6 +466,24 @@ class ChecklistItemOperator(DeploymentBaseOperator):
             raise AirflowFailException("the start of this deployment was not announced (notifications.events "
                                        "leaves out 'start'?)")
         return f"announced in {notification.get('channel') or 'the notification channel'} at {sent[0].at:%H:%M:%S}"
+
+    def _database_backup(self, context: Any) -> str:
+        from airflow_deploy_provider.hooks.migration import PostgresMigrationHook
+        from airflow_deploy_provider.operators.migration import take_backup
+
+        conn_id = self.settings.get("conn_id")
+        if not conn_id:
+            raise AirflowFailException("no database connection configured (migrations.connection)")
+        done = [e.data for e in self.ledger.events(self.deployment_id, kind="backup") if e.data.get("verified")]
+        if done:  # a retry: the backup of this deployment exists
+            backup = done[-1]
+        else:
+            try:
+                backup = take_backup(self, PostgresMigrationHook(conn_id), self.settings.get("backup_location"))
+            except AirflowException as exc:
+                raise AirflowFailException(str(exc)) from None
+        return (f"{backup['database']} backed up to {backup['location']} ({backup['toc_entries']} entries, "
+                "verified with pg_restore --list)")
 
     def _maintenance_window(self, context: Any) -> str:
         from datetime import datetime, timezone
