@@ -24,6 +24,9 @@ EXPECTED_DAGS = {
     "deploy_hello_development", "deploy_hello_production", "rollback_hello_development",
     "rollback_hello_production", "hotfix_hello",
     "deploy_payments_production", "rollback_payments_production", "hotfix_payments",
+    "deploy_accounts_development", "deploy_accounts_production", "rollback_accounts_development",
+    "rollback_accounts_production", "hotfix_accounts", "repair_accounts_migrations", "migrate_accounts_contract",
+    "restore_accounts_production_database",
     *(f"{kind}_payments_production_{region}" for kind in ("deploy", "rollback")
       for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")),
 }
@@ -56,7 +59,7 @@ def test_example_dags_load_without_errors_or_deprecation_warnings():
     for dag in bag.dags.values():
         assert dag.max_active_runs == 1 and dag.catchup is False
         assert dag.doc_md and "Expected duration" in dag.doc_md
-        service = next(s for s in ("checkout", "hello", "payments") if s in dag.dag_id)
+        service = next(s for s in ("checkout", "hello", "payments", "accounts") if s in dag.dag_id)
         assert service in dag.tags
         assert any(env in dag.tags for env in ("development", "staging", "production"))
 

@@ -204,3 +204,37 @@ def test_migrations_through_deploy_rollback_contract_and_restore(shop, ledger):
     assert state == "success", tasks
     assert shop.query("SELECT id FROM users ORDER BY id") == [(1,)]
     assert "nickname" not in shop.columns()
+
+
+def test_the_example_service_migrates_its_database(dags_folder, airflow_db, ledger, postgres, monkeypatch):
+    """``dags/services/accounts`` as shipped: its development DAG runs its migrations (the spec's example among
+    them) against PostgreSQL on the local platform; the contract migration is left for its own DAG."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    services = Path(__file__).parent.parent / "dags" / "services"
+    url = postgres.create_database(f"accounts_{int(time.time() * 1000)}")
+    monkeypatch.setenv("AIRFLOW_CONN_ACCOUNTS_DB_DEVELOPMENT", json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": postgres.port, "login": "postgres",
+        "schema": url.rsplit("/", 1)[1]}))
+    (dags_folder / "examples.py").write_text(
+        "from airflow_deploy_provider.factory import register_deploy_dags\n"
+        f"register_deploy_dags(globals(), roots=[{str(services)!r}])\n")
+    bag = DagBag(str(dags_folder))
+    assert bag.import_errors == {}
+    try:
+        run = bag.dags["deploy_accounts_development"].test(run_conf={"commit": "0a1b2c3d4e5f", "author": "ada"})
+        assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    finally:
+        from airflow_deploy_provider.platforms.local import platform as local
+
+        for key in local.targets():
+            local.down(key)
+    shop = Shop.__new__(Shop)
+    shop.db_url = url
+    assert shop.history() == {0: "applied", 1: "applied", 2: "applied"}
+    assert shop.columns() == {"id", "login", "email", "created_at", "display_name"}
+    assert shop.query("SELECT indexname FROM pg_indexes WHERE indexname = 'idx_users_email'")
+    (deployment,) = ledger.deployments("accounts", "development")
+    assert [(r.version, r.status) for r in ledger.migration_runs("accounts", "development")] == [
+        ("0", "applied"), ("1", "applied"), ("2", "applied")]
+    assert deployment.status == "succeeded"

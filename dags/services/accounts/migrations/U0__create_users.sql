@@ -1,0 +1,2 @@
+-- U0__create_users.sql: undoes V0.
+DROP TABLE users;
