@@ -126,7 +126,7 @@ def test_each_item_checks_what_it_says(run_checklist, ledger, tmp_path, web):
     assert found["on_call"] == (True, found["on_call"][1]) and "#deploys" in found["on_call"][1]
     assert "outside the maintenance window" in found["window_outside"][1]
     assert "holiday sale" in found["window_frozen"][1]
-    assert "backup" not in found  # not implemented yet: says so, records nothing
+    assert found["backup"] == (False, "no database connection configured (migrations.connection)")
 
 
 def test_items_fail_without_evidence_and_the_report_says_which(run_checklist, ledger, slack):

@@ -86,7 +86,8 @@ def test_a_development_success_is_promoted_to_staging_then_production(tmp_path):
         airflow.start()
         dags = ["deploy_promo_development", "deploy_promo_staging", "deploy_promo_production"]
         airflow.wait_for_dags([*dags, "deploy_promowin_production"])
-        run_id = airflow.trigger(dags[0], conf={"commit": COMMIT, "author": "alice"})
+        run_id = airflow.trigger(dags[0], conf={"commit": COMMIT, "author": "alice",
+                                                "committed_at": "2026-11-20T10:00:00Z"})
         dev = airflow.wait_for_run(dags[0], run_id, timeout=300)
         assert dev["state"] == "success", airflow.explain(dags[0], run_id)
 
@@ -107,6 +108,9 @@ def test_a_development_success_is_promoted_to_staging_then_production(tmp_path):
             "staging": (SHORT, f"promo:staging-{SHORT}", "succeeded"),
             "production": (SHORT, f"promo:staging-{SHORT}", "succeeded")}
         assert rows["staging"].commit_sha == rows["production"].commit_sha == COMMIT
+        # the commit time travels with the release: the lead time for changes starts there
+        assert {env: d.commit_time.isoformat() for env, d in rows.items()} == {
+            env: "2026-11-20T10:00:00+00:00" for env in rows}
         events = airflow.api("GET", "/assets/events", params={"limit": 10})["asset_events"]
         extras = {e["uri"]: e["extra"] for e in events}
         assert extras["deploy://promo/development"]["version"] == SHORT

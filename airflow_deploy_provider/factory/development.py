@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from airflow_deploy_provider.factory.builder import (
     ServiceDagBuilder,
@@ -24,6 +24,8 @@ def build(b: ServiceDagBuilder) -> DAG:
         "branch": branch_param(),
         "author": text_param("Author", "Commit author.", 250),
         "message": text_param("Commit message", "Commit message."),
+        "committed_at": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?$",
+                              title="Commit time", description="When the commit was made (ISO 8601); for the lead time."),
         "reason": reason_param(),
     }
     dag = b.dag(f"deploy_{b.name}_development", title="deploy to development", params=params, tags=["deploy"])
@@ -32,7 +34,7 @@ def build(b: ServiceDagBuilder) -> DAG:
             start = b.start(
                 "extract_commit_metadata", tag_template="dev-{short_sha}", version="{{ params.version or '' }}",
                 commit="{{ params.commit }}", branch="{{ params.branch or '' }}", author="{{ params.author or '' }}",
-                commit_message="{{ params.message or '' }}")
+                commit_message="{{ params.message or '' }}", commit_time="{{ params.committed_at or '' }}")
         with phase("build", "Run unit tests, build the image tagged {service}:dev-{short-sha}, push it") as build:
             chain_phases(*b.steps(["unit-tests", "build-image", "push-image"]))
         with phase("security_scan", "Scan for CVEs, check for secrets, generate the SBOM") as scan:

@@ -76,6 +76,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     :param version: version to deploy (templated). Empty for development means the commit's short sha; for a
         rollback, the last stable version before the current one.
     :param commit: commit sha (templated).
+    :param commit_time: when the commit was made, ISO 8601 (templated); the start of the lead time for changes.
     :param branch: git branch (templated).
     :param author: commit author (templated).
     :param commit_message: commit message (templated).
@@ -96,8 +97,8 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "deployment_id", "version", "commit", "branch", "author", "commit_message", "reason", "issue_id",
-        "severity", "trigger", "parent_id",
+        "deployment_id", "version", "commit", "commit_time", "branch", "author", "commit_message", "reason",
+        "issue_id", "severity", "trigger", "parent_id",
     )
     ui_color = "#d2e3fc"
 
@@ -109,6 +110,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         tag_template: str = "{version}",
         version: str | None = "{{ params.version }}",
         commit: str | None = None,
+        commit_time: str | None = None,
         branch: str | None = None,
         author: str | None = None,
         commit_message: str | None = None,
@@ -133,6 +135,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         self.tag_template = tag_template
         self.version = version
         self.commit = commit
+        self.commit_time = commit_time
         self.branch = branch
         self.author = author
         self.commit_message = commit_message
@@ -159,6 +162,15 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         version = None if _blank(self.version) else _check("version", str(self.version).strip(), VERSION_PATTERN,
                                                            "'1.4.2' or 'abc1234' (letters, digits, '.', '_', '-')")
         branch = None if _blank(self.branch) else _check("branch", str(self.branch), BRANCH_PATTERN, "'develop'")
+        commit_time = None
+        if not _blank(self.commit_time):
+            try:
+                commit_time = datetime.fromisoformat(str(self.commit_time).strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"commit_time {str(self.commit_time)[:40]!r} is not an ISO 8601 time such as "
+                                 "'2026-11-26T14:03:00Z'") from None
+            if commit_time.tzinfo is None:
+                commit_time = commit_time.replace(tzinfo=timezone.utc)
         issue_id = None if _blank(self.issue_id) else _check("issue_id", str(self.issue_id), ISSUE_PATTERN,
                                                              "'INC-1234' or '1234'")
         severity = None if _blank(self.severity) else str(self.severity)
@@ -227,6 +239,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         return {
             "service": self.service, "environment": self.environment, "region": self.region, "kind": self.kind,
             "version": version, "image": image, "commit": commit, "short_sha": short_sha, "branch": branch,
+            "commit_time": commit_time.isoformat() if commit_time else None,
             "author": None if _blank(self.author) else str(self.author)[:250],
             "commit_message": None if _blank(self.commit_message) else str(self.commit_message)[:2000],
             "reason": None if _blank(self.reason) else str(self.reason)[:2000],
@@ -256,6 +269,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             id=self.deployment_id, service=self.service, environment=self.environment, region=self.region,
             kind=self.kind, version=release["version"], image=release["image"],
             previous_version=release["previous_version"], commit_sha=release["commit"], branch=release["branch"],
+            commit_time=datetime.fromisoformat(release["commit_time"]) if release["commit_time"] else None,
             author=release["author"], trigger=None if _blank(self.trigger) else _run_type(self.trigger),
             triggered_by=who, reason=release["reason"], dag_id=getattr(dag_run, "dag_id", None),
             run_id=getattr(dag_run, "run_id", None), parent_id=None if _blank(self.parent_id) else self.parent_id,
@@ -306,6 +320,8 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             self.version = extra.get("version") or self.version
             if _blank(self.commit) and extra.get("commit"):
                 self.commit = extra["commit"]
+            if _blank(self.commit_time) and extra.get("commit_time"):
+                self.commit_time = extra["commit_time"]
             self.log.info("promoted by the asset event of %s: %s", extra.get("deployment_id"), extra)
             return
         if run_type == "scheduled" and self.promote_from:
@@ -334,6 +350,7 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             "service": deployment.service, "environment": deployment.environment,
             "region": deployment.region or None, "kind": deployment.kind, "version": deployment.version,
             "image": deployment.image, "commit": deployment.commit_sha,
+            "commit_time": deployment.commit_time.isoformat() if deployment.commit_time else None,
             "short_sha": deployment.commit_sha[:7] if deployment.commit_sha else None, "branch": deployment.branch,
             "author": deployment.author, "reason": deployment.reason, "triggered_by": deployment.triggered_by,
             "previous_version": deployment.previous_version,
@@ -402,6 +419,7 @@ class FinishDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
             for asset in self.outlets:  # the next environment's DAG runs on this event, with this release
                 context["outlet_events"][asset].extra = {
                     "version": deployment.version, "image": deployment.image, "commit": deployment.commit_sha,
+                    "commit_time": deployment.commit_time.isoformat() if deployment.commit_time else None,
                     "deployment_id": deployment.id}
         if not self.announce:
             return
