@@ -1,4 +1,5 @@
-"""``airflow-deploy``: validate ``.deploy`` files, show the plan of a generated DAG, print the JSON Schema."""
+"""``airflow-deploy``: validate ``.deploy`` files, show the plan of a generated DAG, print the JSON Schema,
+report the DORA metrics of the deployment ledger."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -59,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="<service>-<environment>[-<region>]; default: all")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_local)
+
+    p = sub.add_parser("dora", help="DORA metrics and deployment KPIs from the deployment ledger")
+    p.add_argument("--service", "-s", help="only this service")
+    p.add_argument("--environment", "-e", help="only this environment")
+    p.add_argument("--days", type=int, metavar="N", help="the last N days (default: 30)")
+    p.add_argument("--since", metavar="DATE", help="start of the period: YYYY-MM-DD or an ISO 8601 time (UTC "
+                   "unless it has an offset)")
+    p.add_argument("--until", metavar="DATE", help="end of the period (a date: up to the end of that day); "
+                   "default: now")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--ledger-url", metavar="URL", help="SQLAlchemy URL of the ledger; default: the "
+                   "deploy_ledger Airflow connection (AIRFLOW_CONN_DEPLOY_LEDGER), else deploy_ledger.db in "
+                   "AIRFLOW_HOME")
+    p.set_defaults(func=cmd_dora)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
@@ -227,6 +243,59 @@ def cmd_local(args: argparse.Namespace) -> int:
         if st.get("updating_to"):
             print(f"  updating to {st['updating_to']}")
     return EXIT_OK
+
+
+def cmd_dora(args: argparse.Namespace) -> int:
+    from airflow_deploy_provider.dora import compute_dora, render_table
+
+    since, until = _period(args)
+    if args.ledger_url:
+        from airflow_deploy_provider.ledger.store import DeploymentLedger
+
+        ledger = DeploymentLedger.from_url(args.ledger_url)
+    else:  # Airflow only when needed: the connection lookup imports it
+        from airflow_deploy_provider.ledger.hook import get_ledger
+
+        ledger = get_ledger()
+    report = compute_dora(ledger, since=since, until=until, service=args.service,
+                          environment=args.environment)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render_table(report))
+    return EXIT_OK
+
+
+def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """``[since, until)`` from ``--days`` or ``--since``/``--until`` (a date-only ``--until`` includes its
+    day)."""
+    from airflow_deploy_provider.dora import default_period
+
+    if args.days is not None and (args.since or args.until):
+        raise UsageError("give either --days or --since/--until, not both")
+    if args.days is not None and args.days <= 0:
+        raise UsageError(f"--days must be a positive number of days, got {args.days}")
+    if not (args.since or args.until):
+        return default_period(args.days or 30)
+    until = _parse_time("--until", args.until, end_of_day=True) if args.until else datetime.now(timezone.utc)
+    since = _parse_time("--since", args.since) if args.since else until - timedelta(days=30)
+    if since >= until:
+        raise UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    return since, until
+
+
+def _parse_time(option: str, text: str, end_of_day: bool = False) -> datetime:
+    """A date (``2024-05-01``) or an ISO 8601 time; UTC unless it has an offset."""
+    try:
+        if len(text) == 10:  # a date alone: its start, or the start of the next day for --until
+            day = date.fromisoformat(text)
+            value = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+            return value + timedelta(days=1) if end_of_day else value
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time "
+                         "(YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -144,3 +144,27 @@ def test_airflow_providers_list_shows_the_provider():
 @pytest.mark.parametrize("args", [[], ["frobnicate"]])
 def test_bad_usage(args):
     assert run(*args).returncode == 2
+
+
+def test_dora_reads_the_ledger_of_the_connection_or_the_url(tmp_path: Path):
+    from airflow_deploy_provider.ledger.store import DeploymentLedger
+    from tests.test_dora import build_history
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    build_history(DeploymentLedger.from_url(url))
+    period = ("--since", "2024-05-01", "--until", "2024-05-30")
+    # Without --ledger-url: the deploy_ledger connection, as the DAGs use it.
+    env = dict(os.environ, AIRFLOW_CONN_DEPLOY_LEDGER=json.dumps({"conn_type": "deploy_ledger", "host": url}))
+    result = subprocess.run([*CLI, "dora", *period, "--format", "json"], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    production = next(t for t in json.loads(result.stdout)["totals"] if t["environment"] == "production")
+    assert production["deployment_frequency"]["count"] == 5
+    assert production["verdicts"] == {"deployment_frequency": "high", "lead_time": "elite", "mttr": "pass",
+                                      "change_failure_rate": "fail", "success_rate": "fail"}
+    result = run("dora", "--ledger-url", url, *period, "--service", "checkout")
+    assert result.returncode == 0, result.stderr
+    assert "production (service checkout)" in result.stdout and "target < 30m: FAIL" in result.stdout
+    result = run("dora", "--ledger-url", url, "--since", "2024-02-30")
+    assert result.returncode == 2
+    assert "airflow-deploy: --since: '2024-02-30' is not a date" in result.stderr

@@ -359,6 +359,87 @@ class DeploymentLedger:
         with self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
+    # ---------------------------------------------------------------------------- reads for DORA metrics
+
+    def top_level_between(self, since: datetime, until: datetime, service: str | None = None,
+                          environment: str | None = None) -> list[Deployment]:
+        """Deployments that finished in ``[since, until)``, or started in it and still run, oldest first; only
+        top-level ones: the regional deployments of a rollout, hotfix or rollback across the regions (those
+        with a ``parent_id``) are left out, their parent stands for them."""
+        finished = and_(deployments.c.finished_at >= since, deployments.c.finished_at < until)
+        running = and_(deployments.c.status == "running", deployments.c.started_at >= since,
+                       deployments.c.started_at < until)
+        query = select(deployments).where(self._top_level(), or_(finished, running))
+        if service is not None:
+            query = query.where(deployments.c.service == service)
+        if environment is not None:
+            query = query.where(deployments.c.environment == environment)
+        query = query.order_by(deployments.c.started_at, deployments.c.id)
+        with self.engine.connect() as conn:
+            return [Deployment.from_row(r) for r in conn.execute(query)]
+
+    def events_of(self, deployment_ids: Iterable[str], kinds: Iterable[str]) -> dict[str, list[LedgerEvent]]:
+        """Events of some kinds of several deployments at once: deployment id -> its events, oldest first."""
+        ids, wanted = list(dict.fromkeys(deployment_ids)), list(kinds)
+        found: dict[str, list[LedgerEvent]] = {}
+        for start in range(0, len(ids), 500):  # bounded IN lists
+            where = and_(events.c.deployment_id.in_(ids[start:start + 500]), events.c.kind.in_(wanted))
+            for e in self._events(where, None):
+                found.setdefault(e.deployment_id, []).append(e)
+        return found
+
+    def commit_times(self, service: str, shas: Iterable[str]) -> dict[str, datetime]:
+        """Commit sha -> the commit time recorded on a deployment of ``service`` with that sha (any
+        environment; the earliest one when they differ). Shas no deployment has a commit time for are
+        missing."""
+        from sqlalchemy import func
+
+        wanted = sorted(set(shas))
+        found: dict[str, datetime] = {}
+        for start in range(0, len(wanted), 500):
+            query = (select(deployments.c.commit_sha, func.min(deployments.c.commit_time))
+                     .where(deployments.c.service == service,
+                            deployments.c.commit_sha.in_(wanted[start:start + 500]),
+                            deployments.c.commit_time.is_not(None))
+                     .group_by(deployments.c.commit_sha))
+            with self.engine.connect() as conn:
+                found.update({sha: _aware(at) for sha, at in conn.execute(query) if at is not None})
+        return found
+
+    def first_started(self, service: str, environment: str, versions: Iterable[str]) -> dict[str, datetime]:
+        """Version -> when its first deployment to ``environment`` started (any outcome, regional ones
+        too)."""
+        from sqlalchemy import func
+
+        wanted = sorted(set(versions))
+        found: dict[str, datetime] = {}
+        for start in range(0, len(wanted), 500):
+            query = (select(deployments.c.version, func.min(deployments.c.started_at))
+                     .where(deployments.c.service == service, deployments.c.environment == environment,
+                            deployments.c.version.in_(wanted[start:start + 500]))
+                     .group_by(deployments.c.version))
+            with self.engine.connect() as conn:
+                found.update({version: _aware(at) for version, at in conn.execute(query) if at is not None})
+        return found
+
+    def first_completed_after(self, service: str, environment: str, after: datetime) -> Deployment | None:
+        """The first top-level deployment of any kind (rollbacks included) of ``service`` in ``environment``
+        that completed successfully (succeeded, or was later replaced by a rollback) after ``after``."""
+        query = (
+            select(deployments)
+            .where(deployments.c.service == service, deployments.c.environment == environment,
+                   self._top_level(), _completed(), deployments.c.finished_at > after)
+            .order_by(deployments.c.finished_at, deployments.c.id)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query.limit(1)).first()
+        return Deployment.from_row(row) if row else None
+
+    @staticmethod
+    def _top_level() -> Any:
+        """Deployments that are not the regional part of a deployment across the regions."""
+        return or_(deployments.c.parent_id.is_(None), deployments.c.parent_id == "")
+
 
 def _completed():
     """Deployments that completed successfully: succeeded, or rolled back afterwards by a rollback."""
