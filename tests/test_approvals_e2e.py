@@ -84,6 +84,8 @@ def hotfix_service_files(port: int) -> dict[str, str]:
             checklist: {stagingTestsPassed: false, securityScanClean: false, releaseNotes: false,
                         rollbackPlan: false, onCallNotified: false}
             hotfix: {stabilityPeriod: 2s, monitorDuration: 2s, lowerEnvironments: []}
+            rollback: {monitorDuration: 2s}
+            incident: {verifyDuration: 2s}
             """),
         "production.yaml": textwrap.dedent(f"""\
             environment: production
@@ -295,3 +297,40 @@ def test_hotfix_severity_picks_the_approvers_and_the_override_is_recorded(govern
     (override,) = [e.data for e in ledger.events(hotfix.id, kind="override")]
     assert override == {"who": "operator", "why": reason, "skipped": ["staging", "maintenance window"]}
     assert governed.serving("govfix") == "1.0.2"
+
+
+def test_incident_mitigated_by_a_rollback_chosen_through_the_api(governed):
+    """``incident_govfix`` after the hotfix: acknowledged and paged, diagnosed, a person chooses "Roll back"
+    through the REST API; the rollback DAG restores 1.0.0, verification passes, and the report has the
+    response times against the spec's targets. Runs after the hotfix test (production runs 1.0.2)."""
+    airflow, ledger, dag = governed.airflow, governed.ledger(), "incident_govfix"
+    task = "mitigation.choose_mitigation"
+    if governed.serving("govfix") != "1.0.2":
+        pytest.skip("needs the hotfix test's state (1.0.2 in production over 1.0.0)")
+    run_id = airflow.trigger(dag, run_id="e2e_incident", as_user="operator", conf={
+        "summary": "checkout returns 500 for every card payment", "severity": "critical", "trigger": "manual"})
+    request = governed.wait_open(dag, run_id, task=task)
+    assert set(request["options"]) == {"Roll back", "Scale up"}
+    assert governed.answer(dag, run_id, "erin", "Roll back", "1.0.2 is the suspect", task=task) == 200
+    run = airflow.wait_for_run(dag, run_id, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success", airflow.explain(dag, run_id)
+    states = airflow.task_states(dag, run_id)
+    assert states["mitigation.roll_back"] == "success" and states["mitigation.scale_up"] == "skipped", states
+    assert airflow.dag_run("rollback_govfix_production", f"{run_id}__rollback")["state"] == "success"
+    assert governed.serving("govfix") == "1.0.0"
+
+    incident = ledger.get(f"{dag}/{run_id}")
+    assert (incident.kind, incident.status, incident.version) == ("incident", "resolved", "1.0.2")
+    stages = [e.data.get("stage") for e in ledger.events(incident.id, kind="incident")]
+    for stage in ("started", "detected", "responded", "diagnosed", "mitigation_chosen", "mitigated", "recovered",
+                  "report"):
+        assert stage in stages, stages
+    chosen = next(e.data for e in ledger.events(incident.id, kind="incident") if e.data.get("stage") ==
+                  "mitigation_chosen")
+    assert (chosen["choice"], chosen["user"]) == ("Roll back", "erin")
+    report = next(e.data for e in ledger.events(incident.id, kind="incident") if e.data.get("stage") == "report")
+    assert set(report["sla"]) == {"detect", "respond", "mitigate", "recover"}
+    assert all(v["seconds"] is not None and v["met"] for v in report["sla"].values()), report["sla"]
+    assert ledger.last_stable("govfix", "production").version == "1.0.0"  # the incident is no deployment
+    messages = governed.messages("govfix")
+    assert any("INCIDENT (critical)" in m for m in messages) and any("incident resolved" in m for m in messages)

@@ -27,6 +27,7 @@ EXPECTED_DAGS = {
     "deploy_accounts_development", "deploy_accounts_production", "rollback_accounts_development",
     "rollback_accounts_production", "hotfix_accounts", "repair_accounts_migrations", "migrate_accounts_contract",
     "restore_accounts_production_database",
+    *(f"incident_{svc}" for svc in ("checkout", "hello", "payments", "accounts")),
     *(f"{kind}_payments_production_{region}" for kind in ("deploy", "rollback")
       for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")),
 }

@@ -173,7 +173,7 @@ def test_a_signed_push_to_develop_creates_one_run_with_the_commit_metadata(clien
     assert run.conf == {
         "commit": SHA, "short_sha": "5e6f7a8", "branch": "develop", "author": "Alice Doe",
         "message": "Fix the checkout total\n\nRounding was off by one cent.",
-        "commit_timestamp": "2024-05-01T10:34:56+00:00", "reason": "push to develop in acme/shop-api by alice",
+        "committed_at": "2024-05-01T10:34:56+00:00", "reason": "push to develop in acme/shop-api by alice",
         "repository": "acme/shop-api", "source": "github", "delivery_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
     # As a run triggered through the REST API: manual, queued, by the webhook's user.
     assert str(run.run_type) == "manual" and str(run.state) == "queued"
@@ -391,10 +391,10 @@ def test_a_gitlab_push_creates_a_run(client):
     (run,) = runs(DEV_DAG)
     assert run.run_id == "gitlab__3c8e4a2f-4b8d-4a8e-9b1a-0d3f1e2a3b4c"
     assert run.triggering_user_name == "webhook:gitlab"
-    assert {k: run.conf[k] for k in ("commit", "short_sha", "branch", "author", "message", "commit_timestamp",
+    assert {k: run.conf[k] for k in ("commit", "short_sha", "branch", "author", "message", "committed_at",
                                      "repository")} == {
         "commit": SHA, "short_sha": "5e6f7a8", "branch": "develop", "author": "Bob Roe",
-        "message": "Add the payment retry", "commit_timestamp": "2024-05-02T08:00:00+00:00",
+        "message": "Add the payment retry", "committed_at": "2024-05-02T08:00:00+00:00",
         "repository": "acme/backend/shop-api"}
 
 

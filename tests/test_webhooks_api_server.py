@@ -103,7 +103,7 @@ def test_webhooks_in_a_running_api_server(tmp_path):
         assert run["dag_run_id"] == "github__e2e-delivery-1"
         assert run["run_type"] == "manual" and run["triggered_by"] == "rest_api"
         assert run["triggering_user_name"] == "webhook:github"
-        assert run["conf"]["commit"] == SHA and run["conf"]["commit_timestamp"] == "2024-06-01T08:00:00+00:00"
+        assert run["conf"]["commit"] == SHA and run["conf"]["committed_at"] == "2024-06-01T08:00:00+00:00"
 
         # The run's first task takes the conf as the DAG's params: version and image from the commit.
         start = "code_push.extract_commit_metadata"
@@ -117,6 +117,7 @@ def test_webhooks_in_a_running_api_server(tmp_path):
         (deployment,) = DeploymentLedger.from_url(f"sqlite:///{home / 'ledger.db'}").deployments("hooked")
         assert (deployment.version, deployment.image, deployment.commit_sha, deployment.branch) == (
             SHA[:7], f"hooked:dev-{SHA[:7]}", SHA, "develop")
+        assert deployment.commit_time.isoformat() == "2024-06-01T08:00:00+00:00"  # the lead time starts here
     finally:
         subprocess.run([sys.executable, "-m", "airflow_deploy_provider.cli", "local", "down"], env=airflow.env,
                        capture_output=True, timeout=120)

@@ -376,3 +376,23 @@ def test_migration_dags(checkout_dags):
     restore = checkout_dags["restore_checkout_production_database"]
     assert restore.params.get_param("confirm").schema["pattern"] == "^restore\\ checkout\\ production$"
     assert restore.task_dict["restore_from_backup"].conn_id == "checkout_db_production"
+
+
+def test_incident_workflow(hello_dags):
+    """The spec's outage recovery: response, diagnosis, a person's choice, verification, the report."""
+    dag = hello_dags["incident_hello"]
+    assert_phases_in_order(dag, ["initial_response", "diagnosis", "mitigation", "verification", "post_incident"])
+    choose = dag.task_dict["mitigation.choose_mitigation"]
+    assert choose.options_mapping == {"Roll back": "mitigation.roll_back", "Scale up": "mitigation.scale_up"}
+    assert dag.task_dict["mitigation.roll_back"].trigger_dag_id == "rollback_hello_production"
+    assert dag.task_dict["mitigation.scale_up"].replicas == 6  # twice production's 3
+    chain_of(dag, ["mitigation.mitigation_in_place", "verification.run_smoke_tests", "verification.verify_error_rate",
+                   "post_incident.post_incident_report", "post_incident.resolve_status_page"])
+    assert dag.task_dict["report_unresolved"].trigger_rule == "one_failed"
+    # a multi-region service fails over through the GeoDNS weights, then restores them
+    payments = build_service_dags(load_service(SERVICES / "payments" / ".deploy").config)["incident_payments"]
+    assert set(payments.task_dict["mitigation.choose_mitigation"].options) == {"Roll back", "Fail over"}
+    assert payments.task_dict["mitigation.fail_over"].drain == ["{{ params.region or '' }}"]
+    chain_of(payments, ["mitigation.fail_over", "restoration.restore_traffic", "post_incident.post_incident_report"])
+    assert payments.params.get_param("region").schema["enum"][1:] == [
+        "us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"]

@@ -47,7 +47,7 @@ STRATEGIES = ("recreate", "rolling", "bluegreen", "canary")
 PLATFORMS = ("local", "kubernetes", "ecs")
 METRIC_PROVIDERS = ("local", "prometheus", "cloudwatch")
 ROUTERS = ("gateway-api", "istio", "nginx", "replicas")
-NOTIFY_EVENTS = ("start", "success", "failure", "rollback", "approval", "checklist")
+NOTIFY_EVENTS = ("start", "success", "failure", "rollback", "approval", "checklist", "incident")
 
 
 class DeployModel(BaseModel):
@@ -668,7 +668,7 @@ class Notifications(DeployModel):
 
     slack: SlackNotifications | None = None
     """Slack settings."""
-    events: list[Literal["start", "success", "failure", "rollback", "approval", "checklist"]] = Field(
+    events: list[Literal["start", "success", "failure", "rollback", "approval", "checklist", "incident"]] = Field(
         default_factory=lambda: list(NOTIFY_EVENTS)
     )
     """Which events are announced."""
@@ -944,6 +944,26 @@ class RollbackSettings(DeployModel):
     """Alert conditions that trigger an automatic rollback (spec: error rate > 5%, availability < 99%)."""
 
 
+class IncidentSettings(DeployModel):
+    """The outage-recovery workflow (``incident_<service>``)."""
+
+    slack_api: ConnId | None = None
+    """Slack API connection (a bot token, the slack provider's ``slack`` type) used to create the incident
+    channel ``#incident-<service>-<date>``. Without it no channel is created (the page still goes out through
+    ``notifications.slack``)."""
+    status_page: ConnId | None = None
+    """HTTP connection of the status page; the incident and its updates are POSTed to ``statusPagePath``."""
+    status_page_path: UrlPath = "/api/v1/incidents"
+    """Path of the status page's incident endpoint."""
+    responders: list[str] = Field(default_factory=list)
+    """Airflow users who may choose the mitigation; empty: any user."""
+    mitigation_timeout: Duration = timedelta(minutes=15)
+    """How long the mitigation choice waits for a person (the spec's "mitigate < 15 minutes"); then the run
+    fails, nothing changed."""
+    verify_duration: Duration = timedelta(minutes=5)
+    """How long the metrics must stay healthy after the mitigation; ``0s``: smoke tests only."""
+
+
 class ServiceFile(DeployModel):
     """``.deploy/service.yaml``: what the environment files leave out."""
 
@@ -981,6 +1001,8 @@ class ServiceFile(DeployModel):
     """Hotfix workflow settings."""
     rollback: RollbackSettings = Field(default_factory=RollbackSettings)
     """Rollback workflow settings."""
+    incident: IncidentSettings = Field(default_factory=IncidentSettings)
+    """Outage-recovery workflow settings."""
 
     @property
     def image_repository(self) -> str:

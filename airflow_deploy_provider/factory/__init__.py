@@ -66,6 +66,7 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
     from airflow_deploy_provider.factory import (
         development,
         hotfix,
+        incident,
         migrations,
         multi_region,
         production,
@@ -108,6 +109,8 @@ def _builders(config: ServiceConfig, deferrable: bool = True) -> dict[str, Calla
                 ServiceDagBuilder(config, "production", kind="migration")))
             add(f"restore_{name}_production_database", lambda: migrations.build_restore(
                 ServiceDagBuilder(config, "production", kind="migration")))
+    if "production" in config.environments:
+        add(f"incident_{name}", lambda: incident.build(ServiceDagBuilder(config, "production", kind="incident")))
     if "production" in config.environments and config.multi_region is None:
         add(f"hotfix_{name}", lambda: hotfix.build(ServiceDagBuilder(config, "production", kind="hotfix")))
     elif "production" in config.environments:

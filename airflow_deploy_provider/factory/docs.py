@@ -27,6 +27,9 @@ INTRO = {
                 "incident report.",
     "multi-region": "Rolls the version out region by region: canary region first, primary last, each watched for "
                     "its wait time, with GeoDNS weights shifted as regions come up.",
+    "incident": "Outage recovery: acknowledge and page, incident channel and status page, diagnosis from the "
+                "ledger and the metrics, a person's choice of mitigation, verification, and the post-incident "
+                "report with the response times against the spec's targets.",
     "migrations": "Database work outside a deployment: contract migrations once the old version is retired, "
                   "checksum repair of edited files, or the last-resort restore from a verified backup. Each one "
                   "needs an explicit trigger; the database of {environment} is named in the tasks.",

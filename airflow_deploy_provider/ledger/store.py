@@ -20,12 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from airflow_deploy_provider.ledger import schema
 from airflow_deploy_provider.ledger.schema import deployments, events, migration_runs
 
-OUTCOMES = ("succeeded", "rolled_back", "failed")
+OUTCOMES = ("succeeded", "rolled_back", "failed", "resolved", "unresolved")
 #: Event kind on a deployment that completed and was later replaced by a rollback (its status: rolled_back).
 REPLACED = "replaced"
 # Which status may replace which: an outcome is final except that a failed run may still be rolled back.
+# An incident (kind ``incident``) ends resolved or unresolved: never "succeeded", so no question about
+# deployments (last stable version, versions passed, DORA) mistakes it for one.
 _TRANSITIONS = {
-    "running": {"succeeded", "rolled_back", "failed"},
+    "running": {"succeeded", "rolled_back", "failed", "resolved", "unresolved"},
+    "resolved": set(),
+    "unresolved": {"resolved"},
     "failed": {"rolled_back"},
     "succeeded": {"rolled_back"},
     "rolled_back": set(),
@@ -369,7 +373,9 @@ class DeploymentLedger:
         finished = and_(deployments.c.finished_at >= since, deployments.c.finished_at < until)
         running = and_(deployments.c.status == "running", deployments.c.started_at >= since,
                        deployments.c.started_at < until)
-        query = select(deployments).where(self._top_level(), or_(finished, running))
+        # incidents are not deployments (the outage-recovery workflow records them here too)
+        query = select(deployments).where(self._top_level(), or_(finished, running),
+                                          deployments.c.kind != "incident")
         if service is not None:
             query = query.where(deployments.c.service == service)
         if environment is not None:

@@ -16,6 +16,7 @@ EVENT_TITLES = {
     "rollback": ":rewind: Deployment rolled back",
     "approval": ":raising_hand: Approval",
     "checklist": ":clipboard: Pre-deployment checklist",
+    "incident": ":rotating_light: Incident",
     "info": ":information_source: Deployment update",
 }
 
@@ -44,6 +45,8 @@ class DeploymentMessage:
 
     def text(self) -> str:
         """One line, used as the notification's fallback text."""
+        if self.event == "incident":
+            return f"{self.service} in {self.target}: {self.reason or 'incident'}"
         verb = {"start": "started", "success": "succeeded", "failure": "FAILED", "rollback": "rolled back",
                 "approval": "approval", "checklist": "checklist", "info": "update"}.get(self.event, self.event)
         what = "hotfix" if self.kind == "hotfix" else ("rollback" if self.kind == "rollback" else "deployment")

@@ -42,7 +42,7 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
     ui_color = "#fde7c8"
     expected_duration = timedelta(seconds=60)
 
-    template_fields: Sequence[str] = ("deployment_id", "failed_regions_of")
+    template_fields: Sequence[str] = ("deployment_id", "failed_regions_of", "drain")
 
     def __init__(self, *, dns: dict[str, Any], weights: dict[str, float], drain: Sequence[str] = (),
                  failed_regions_of: str | None = None, deferrable: bool = True, poll_interval: float = 10.0,
@@ -71,7 +71,11 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
         """The configured shares with failed regions at 0, renormalised to 100 (all 0 if none is left)."""
         from airflow_deploy_provider.operators.region import failed_regions
 
-        failed = set(self.drain)
+        # drain is templated (an incident's failing region): a blank rendering drains nothing
+        failed = {r for r in self.drain if r and r != "None"}
+        unknown = failed - set(self.configured)
+        if unknown:
+            raise ValueError(f"{self.task_id}: unknown region(s) to drain: {', '.join(sorted(unknown))}")
         if self.failed_regions_of:
             failed |= failed_regions(self.ledger, self.failed_regions_of)
         kept = {r: (0.0 if r in failed else w) for r, w in self.configured.items()}

@@ -16,7 +16,7 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 COMMIT_PATTERN = r"^[0-9a-f]{7,40}$"
 ISSUE_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,19}-[0-9]{1,10}$|^[0-9]{1,10}$"
 BRANCH_PATTERN = r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<!/)(?<!\.lock)$"
-KINDS = ("deploy", "hotfix", "rollback", "rollout")
+KINDS = ("deploy", "hotfix", "rollback", "rollout", "incident")
 
 
 def _blank(value: Any) -> bool:

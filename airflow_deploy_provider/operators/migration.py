@@ -356,7 +356,8 @@ class ContractReadinessOperator(DeploymentBaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_deploy_provider.config.types import format_duration
 
-        history = self.ledger.deployments(self.service, self.environment)  # newest first
+        history = [d for d in self.ledger.deployments(self.service, self.environment)  # newest first
+                   if d.kind != "incident"]
         running = [d for d in history if d.status == "running"]
         if running:
             raise AirflowFailException(f"{running[0].id} is deploying {running[0].version} to {self.environment} now")

@@ -167,7 +167,7 @@ class PushEvent:
         ``reason``) plus what the push tells beyond them."""
         return {
             "commit": self.commit, "short_sha": self.short_sha, "branch": self.branch, "author": self.author,
-            "message": self.message, "commit_timestamp": self.commit_timestamp,
+            "message": self.message, "committed_at": self.commit_timestamp,
             "reason": f"push to {self.branch} in {self.repository}" + (f" by {self.pusher}" if self.pusher else ""),
             "repository": self.repository, "source": self.source, "delivery_id": self.delivery_id,
         }
