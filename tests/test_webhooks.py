@@ -50,10 +50,11 @@ SERVICES = {
     "checkout": {
         "service.yaml": "service: checkout\n" + PLATFORM,
         "development.yaml": "environment: development\nstrategy: recreate\nautoDeploy: true\nbranch: main\n",
+        "production.yaml": "environment: production\nstrategy: rolling\n",
     },
 }
 OUR_DAGS = (DEV_DAG, STAGING_DAG, ROLLBACK_DAG, CHECKOUT_DAG, "rollback_shop-api_development",
-            "rollback_checkout_development")
+            "rollback_checkout_development", "rollback_checkout_production", "incident_checkout")
 
 
 @pytest.fixture(scope="module")
@@ -472,6 +473,22 @@ def test_a_critical_alert_rolls_back_once_per_incident(client):
     assert other.json()["runs"][0]["reason"] == f"rollback run {run.run_id} is queued"
     assert [r.run_id for r in runs(ROLLBACK_DAG)] == [run.run_id]
     assert runs(DEV_DAG) == []
+
+
+def test_a_critical_production_alert_also_opens_the_incident(client):
+    payload = notification(alert(service="checkout", environment="production", starts_at="2024-05-04T09:00:00Z"),
+                           group_key='{}:{alertname="CheckoutDown"}')
+    first = post_alerts(client, payload)
+    assert first.status_code == 201, first.text
+    (rollback,) = runs("rollback_checkout_production")
+    (incident,) = runs("incident_checkout")
+    assert incident.conf == {"summary": "Error rate is 7.2% (limit 5%)", "severity": "critical",
+                             "started_at": "2024-05-04T09:00:00+00:00", "trigger": "alert"}
+    assert incident.run_id == rollback.run_id  # the same incident id
+    again = post_alerts(client, payload)
+    assert again.status_code == 200 and len(runs("incident_checkout")) == 1
+    # a critical alert elsewhere than production rolls back but opens no incident
+    assert runs("incident_shop-api") == []
 
 
 def test_a_finished_alert_rollback_holds_off_new_ones_for_the_cooldown(client, monkeypatch):

@@ -187,6 +187,29 @@ def rollback_request(dag_id: str, rule: str, alerts: list[Alert], group_key: str
         audit={"source": "alertmanager", "alert": first.name, "rule": rule, "starts_at": first.starts_at.isoformat()})
 
 
+def incident_requests(notification: payloads.AlertNotification,
+                      targets: dict[str, tuple[str, list[Alert]]]) -> list[runs.RunRequest]:
+    """A critical alert on production also opens the service's incident (``incident_<service>``: page,
+    diagnosis, a person's choice of mitigation, the report), once per incident like the rollback."""
+    requests: dict[str, runs.RunRequest] = {}
+    for _rollback, alerts in targets.values():
+        critical = [a for a in alerts if a.labels.get("severity") == "critical"
+                    and a.labels.get("environment") == "production"]
+        if not critical:
+            continue
+        first = min(critical, key=lambda a: a.starts_at)
+        dag_id = f"incident_{first.labels['service']}"
+        digest = hashlib.sha256(f"{notification.group_key}\0{first.starts_at.isoformat()}".encode()).hexdigest()[:16]
+        summary = (first.summary or f"alert {first.name} firing")[:480]
+        requests.setdefault(dag_id, runs.RunRequest(
+            dag_id=dag_id, run_id=f"alertmanager__{first.starts_at:%Y%m%dT%H%M%SZ}__{digest}",
+            user="webhook:alertmanager", note=f"alert {first.name}: {summary}"[:1000],
+            conf={"summary": summary if len(summary) >= 5 else f"alert {first.name}", "severity": "critical",
+                  "started_at": first.starts_at.isoformat(), "trigger": "alert"},
+            audit={"source": "alertmanager", "alert": first.name, "starts_at": first.starts_at.isoformat()}))
+    return list(requests.values())
+
+
 def rollback_alerts(notification: payloads.AlertNotification, settings: signatures.WebhookSettings,
                     delivery_id: str, lookup: Callable[[str], Any] | None = None) -> JSONResponse:
     if notification.status == "resolved" or not notification.alerts:
@@ -208,6 +231,8 @@ def rollback_alerts(notification: payloads.AlertNotification, settings: signatur
         request = rollback_request(dag_id, rule, alerts, notification.group_key)
         guard = runs.active_or_recent_run(dag_id, "alertmanager__", settings.alert_cooldown)
         outcomes.append(runs.create_run(request, guard=guard))
+    for request in incident_requests(notification, targets):
+        outcomes.append(runs.create_run(request))
     return summarize("alertmanager", delivery_id, f"{len(notification.alerts)} firing alert(s)", outcomes, skipped)
 
 
