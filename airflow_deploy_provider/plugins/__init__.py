@@ -1,9 +1,11 @@
-"""The Airflow plugin of airflow-deploy-provider: webhooks that start deployments and rollbacks.
+"""The Airflow plugin of airflow-deploy-provider: webhooks that start deployments and rollbacks, and the DORA
+metrics (Prometheus gauges, JSON, a page of the UI).
 
 Registered through the ``airflow.plugins`` entry point of the package (``pyproject.toml``), which Airflow
 reads in every process whatever ``[core] lazy_load_plugins`` says (that option only decides whether plugins
 load when ``airflow`` is imported or when first needed). The api-server mounts :attr:`DeployPlugin.fastapi_apps`
-under ``/deploy``; see ``docs/webhooks.md``.
+under ``/deploy``; the UI lists :attr:`DeployPlugin.external_views` in its navigation. See ``docs/webhooks.md``
+and ``docs/dora.md``.
 """
 
 from __future__ import annotations
@@ -36,11 +38,26 @@ class LazyApp:
         await self.app(scope, receive, send)
 
 
+#: The DORA page in the UI's navigation (menu Browse). With a ``url_route`` the UI shows ``href`` in a frame
+#: at ``/plugin/deploy-dora`` (3.x ``ExternalViewResponse``). Why a relative ``href``: the UI resolves it
+#: against its ``<base href>``, the api-server's base path, so it also works behind a path prefix
+#: (``[api] base_url = https://example.com/airflow``).
+DORA_VIEW: dict[str, Any] = {
+    "name": "Deployments (DORA)",
+    "href": "deploy/dora",
+    "destination": "nav",
+    "url_route": "deploy-dora",
+    "category": "browse",
+}
+
+
 class DeployPlugin(AirflowPlugin):
-    """Webhooks (GitHub, GitLab, Alertmanager) and status routes under ``/deploy`` of the api-server."""
+    """Webhooks (GitHub, GitLab, Alertmanager), status and DORA routes under ``/deploy`` of the api-server,
+    and the DORA page in the UI's navigation."""
 
     name = "airflow_deploy_provider"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": "/deploy", "name": "Deploy webhooks"}]
+    external_views = [DORA_VIEW]
 
 
 __all__ = ["DeployPlugin"]

@@ -7,7 +7,8 @@ Two kinds of routes live here:
 - everything else, for people and tools that hold an Airflow login: these depend on :data:`AUTHENTICATED`,
   Airflow's own check of the caller's token (``Authorization: Bearer`` or the UI's cookie) and of the auth
   manager's permission to read DAG runs. A new route for people (such as a metrics page) adds
-  ``dependencies=AUTHENTICATED``.
+  ``dependencies=AUTHENTICATED``: ``/deploy/health`` here, the DORA metrics (``/deploy/metrics``,
+  ``/deploy/dora.json``, the page ``/deploy/dora``) in :mod:`airflow_deploy_provider.plugins.dora_views`.
 """
 
 from __future__ import annotations
@@ -53,10 +54,13 @@ def health(user: GetUserDep) -> dict[str, Any]:
 
 
 def create_app() -> FastAPI:
-    """The app: webhooks and status routes. No OpenAPI page: it would be a route without authentication."""
+    """The app: webhooks, status and DORA routes. No OpenAPI page: it would be a route without
+    authentication."""
+    from airflow_deploy_provider.plugins.dora_views import router as dora_router
     from airflow_deploy_provider.plugins.webhooks import router as webhooks_router
 
     app = FastAPI(title="airflow-deploy-provider", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(webhooks_router)
     app.include_router(status_router)
+    app.include_router(dora_router)
     return app
