@@ -56,7 +56,7 @@ class DeployPlugin(AirflowPlugin):
     and the DORA page in the UI's navigation."""
 
     name = "airflow_deploy_provider"
-    fastapi_apps = [{"app": LazyApp(), "url_prefix": "/deploy", "name": "Deploy webhooks"}]
+    fastapi_apps = [{"app": LazyApp(), "url_prefix": "/deploy", "name": "Deploy webhooks and DORA metrics"}]
     external_views = [DORA_VIEW]
 
 

@@ -17,14 +17,23 @@ from typing import Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
 from airflow_deploy_provider.plugins import signatures
 from airflow_deploy_provider.plugins.payloads import MAX_BODY_BYTES, WebhookRejection
 
+
+def _no_dag_id(request: Request) -> None:
+    """Refuse a ``dag_id`` query parameter. Why: Airflow's check of the permission to read DAG runs takes
+    ``dag_id`` from the query when there is one, and would then only check that DAG; these routes cover every
+    service, so the check must be the one for DAG runs in general."""
+    if "dag_id" in request.query_params:
+        raise HTTPException(status_code=400, detail="dag_id is not a parameter of this route")
+
+
 #: Dependencies of every route that is not a webhook: a logged-in Airflow user allowed to read DAG runs
-#: (401 without a token, 403 without the permission).
-AUTHENTICATED = [Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
+#: (401 without a token, 403 without the permission); the ``dag_id`` guard runs first.
+AUTHENTICATED = [Depends(_no_dag_id), Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
 
 status_router = APIRouter(tags=["status"])
 

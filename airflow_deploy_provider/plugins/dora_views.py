@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_deploy_provider.dora import (
@@ -74,16 +74,8 @@ PAGE_HEADERS = {
 }
 
 
-def _no_dag_id(request: Request) -> None:
-    """Refuse a ``dag_id`` query parameter. Why: Airflow's check of the permission to read DAG runs takes
-    ``dag_id`` from the query when there is one, and would then only check that DAG; the DORA figures cover
-    every service, so the check must be the one for DAG runs in general."""
-    if "dag_id" in request.query_params:
-        raise HTTPException(status_code=400, detail="dag_id is not a parameter of this route")
-
-
-#: The guard first: the permission check must not see a dag_id.
-DEPENDENCIES = [Depends(_no_dag_id), *AUTHENTICATED]
+#: Airflow's login and permission check (``dag_id`` refused first, see ``plugins/app.py``).
+DEPENDENCIES = AUTHENTICATED
 
 Days = Annotated[float, Query(gt=0, le=MAX_DAYS, description="The period: the last `days` days up to now")]
 Service = Annotated[str | None, Query(max_length=200, description="Only this service")]
