@@ -90,22 +90,35 @@ def ledger(tmp_path: Path, monkeypatch):
 
 
 class CaptureServer:
-    """An HTTP server on loopback that records every request's JSON body (a Slack webhook stand-in)."""
+    """An HTTP server on loopback that records every request's body (JSON or form fields): a Slack webhook
+    stand-in, or with ``reply`` (path, payload -> JSON answer) a stand-in for an API such as Slack's Web API."""
 
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, reply=None):
         self.requests: list[dict] = []
         self.status = status
         captured = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
+                from urllib.parse import parse_qsl
+
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    payload = json.loads(body or b"{}")
-                except ValueError:
-                    payload = {"raw": body.decode(errors="replace")}
+                if "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+                    payload = dict(parse_qsl(body.decode()))
+                else:
+                    try:
+                        payload = json.loads(body or b"{}")
+                    except ValueError:
+                        payload = {"raw": body.decode(errors="replace")}
                 captured.requests.append({"path": self.path, "json": payload})
                 self.send_response(captured.status)
+                if reply is not None:
+                    answer = json.dumps(reply(self.path, payload)).encode()
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 self.end_headers()
                 self.wfile.write(b"ok" if captured.status == 200 else b"error")
 

@@ -85,7 +85,7 @@ def hotfix_service_files(port: int) -> dict[str, str]:
                         rollbackPlan: false, onCallNotified: false}
             hotfix: {stabilityPeriod: 2s, monitorDuration: 2s, lowerEnvironments: []}
             rollback: {monitorDuration: 2s}
-            incident: {verifyDuration: 2s}
+            incident: {verifyDuration: 2s, slackApi: slack_api, statusPage: statuspage}
             """),
         "production.yaml": textwrap.dedent(f"""\
             environment: production
@@ -102,11 +102,19 @@ def hotfix_service_files(port: int) -> dict[str, str]:
     }
 
 
+def slack_api(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Slack's Web API, as much as the incident workflow uses of it."""
+    if path.endswith("/conversations.create"):
+        return {"ok": True, "channel": {"id": "C0INCIDENT", "name": payload.get("name")}}
+    return {"ok": True, "channel": payload.get("channel"), "ts": "1.0"}
+
+
 class Governed:
-    def __init__(self, airflow: AirflowServer, ledger_url: str, slack: CaptureServer) -> None:
+    def __init__(self, airflow: AirflowServer, ledger_url: str, slack: CaptureServer, api: CaptureServer) -> None:
         self.airflow = airflow
         self.ledger_url = ledger_url
         self.slack = slack
+        self.api = api  # Slack's Web API and the status page
 
     def messages(self, service: str) -> list[str]:
         """The Slack messages about ``service`` (fallback text), in order."""
@@ -162,6 +170,12 @@ def governed(tmp_path_factory):
     airflow = AirflowServer(home, users=USERS)
     ledger_url = f"sqlite:///{home / 'ledger.db'}"
     slack = CaptureServer()
+    api = CaptureServer(reply=lambda path, payload: slack_api(path, payload) if "/api/" in path and "incidents"
+                        not in path else {"id": "st-1"})
+    airflow.env["AIRFLOW_CONN_SLACK_API"] = json.dumps({"conn_type": "slack", "password": "xoxb-test-token",
+                                                        "extra": {"base_url": f"http://127.0.0.1:{api.port}/api/"}})
+    airflow.env["AIRFLOW_CONN_STATUSPAGE"] = json.dumps({"conn_type": "http", "host": "127.0.0.1",
+                                                         "port": api.port, "schema": "http"})
     airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
     airflow.env["AIRFLOW_CONN_SLACK_TEST"] = json.dumps({"conn_type": "slackwebhook", "password": "T0/B0/X",
                                                          "host": f"http://127.0.0.1:{slack.port}"})
@@ -183,7 +197,7 @@ def governed(tmp_path_factory):
                                  f"http://127.0.0.1:{port}/api/pay", "--rps", "40", "--quiet"])
         airflow.start()
         airflow.wait_for_dags([f"deploy_{n}_production" for n in services] + ["hotfix_govfix"])
-        yield Governed(airflow, ledger_url, slack)
+        yield Governed(airflow, ledger_url, slack, api)
     finally:
         if load is not None:
             load.terminate()
@@ -192,6 +206,7 @@ def governed(tmp_path_factory):
                        capture_output=True, timeout=120)
         airflow.stop()
         slack.close()
+        api.close()
 
 
 def test_approved_by_two_distinct_members_of_the_groups(governed):
@@ -334,3 +349,11 @@ def test_incident_mitigated_by_a_rollback_chosen_through_the_api(governed):
     assert ledger.last_stable("govfix", "production").version == "1.0.0"  # the incident is no deployment
     messages = governed.messages("govfix")
     assert any("INCIDENT (critical)" in m for m in messages) and any("incident resolved" in m for m in messages)
+    # the incident channel through Slack's Web API, the status page through its HTTP API
+    calls = [(r["path"], r["json"]) for r in governed.api.requests]
+    created = [p for path, p in calls if path.endswith("/conversations.create")]
+    assert len(created) == 1 and created[0]["name"].startswith("incident-govfix-"), calls
+    assert any(path.endswith("/chat.postMessage") and p.get("channel") == "C0INCIDENT" for path, p in calls)
+    pages = [p["status"] for path, p in calls if path == "/api/v1/incidents"]
+    assert pages == ["investigating", "resolved"], calls
+    assert "xoxb-test-token" not in airflow.task_log(dag, run_id, "initial_response.create_incident_channel")

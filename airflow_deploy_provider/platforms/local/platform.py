@@ -39,6 +39,9 @@ from airflow_deploy_provider.platforms.local.state import (
 )
 
 ROUTER_START_TIMEOUT = 15.0
+#: A new replica whose port is not open yet is starting, not failing, for this long after initialDelay (a
+#: loaded machine can take seconds to start a Python process): like a pod before its first probe answers.
+STARTUP_GRACE = 30.0
 ADMIN_TIMEOUT = 5.0
 
 
@@ -217,7 +220,10 @@ class LocalPlatform(DeploymentPlatform):
                 continue
             if time.time() - rep["started_at"] < hc.initial_delay:
                 continue
-            if self._probe(rep["port"], hc.path, hc.timeout):
+            healthy = self._probe(rep["port"], hc.path, hc.timeout)
+            if healthy is None and not rep.get("ready") and time.time() - rep["started_at"] < STARTUP_GRACE:
+                continue  # still starting (its port is not open yet), like a pod before its first probe
+            if healthy:
                 self._failures[key] = 0
                 ready += 1
             else:
@@ -265,13 +271,16 @@ class LocalPlatform(DeploymentPlatform):
         return True
 
     @staticmethod
-    def _probe(port: int, path: str, timeout: float) -> bool:
+    def _probe(port: int, path: str, timeout: float) -> bool | None:
+        """True: healthy; False: a wrong answer or none in time; None: nothing listens on the port yet."""
         try:
             resp = requests.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
             if resp.status_code != 200:
                 return False
             resp.json()
             return True
+        except requests.ConnectionError as exc:
+            return None if not isinstance(exc, requests.ConnectTimeout) else False
         except (requests.RequestException, ValueError):
             return False
 
