@@ -150,7 +150,8 @@ def test_a_regional_dag_runs_only_for_a_running_rollout_of_its_version(tmp_path,
          f"only as part of a run of hotfix_geo (its approval, checklist and maintenance window); trigger that DAG. "
          f"parent_id '{rollout}' is not a deployment of hotfix_geo"),
     ]
-    for kind, conf, message in cases:
+    # Two cases as real runs (the start task fails, nothing recorded); the refusal itself for every case.
+    for kind, conf, message in (cases[0], cases[-1]):
         dag_id = "hotfix_geo_us-west-2" if kind == "hotfix" else "deploy_geo_production_us-west-2"
         capfd.readouterr()
         run = bag.dags[dag_id].test(run_conf=conf)
@@ -159,6 +160,13 @@ def test_a_regional_dag_runs_only_for_a_running_rollout_of_its_version(tmp_path,
         assert states(run)["start_deployment"] == "failed", conf
         assert message in out + err, (conf, out[-3000:])
         assert sorted(d.id for d in ledger.deployments("geo", "production")) == [finished, rollout], conf
+    for kind, conf, message in cases:
+        start = bag.dags["hotfix_geo_us-west-2" if kind == "hotfix" else "deploy_geo_production_us-west-2"] \
+            .task_dict["start_deployment"]
+        start.parent_id, start.version = conf.get("parent_id"), conf["version"]
+        with pytest.raises(ValueError) as refused:
+            start._check_parent(conf["version"])
+        assert message in str(refused.value), conf
     from airflow_deploy_provider.platforms.local.platform import targets
 
     assert not [t for t in targets() if t.startswith("geo-")]  # nothing deployed
