@@ -552,3 +552,31 @@ def test_settings():
         MigrationSettings.from_dict({"max_retry": 3})
     with pytest.raises(ValueError, match="unknown statement kinds"):
         MigrationSettings(timeouts={"indexes": {"lock_timeout": 1}})
+
+
+def test_validate_warns_about_migration_files_and_keeps_the_service(tmp_path):
+    """A bad file name or a missing down file is a warning at the ``migrations`` key (the service's DAGs, its
+    rollback among them, stay); the migration tasks refuse to run such files."""
+    from airflow_deploy_provider.config.loader import load_service
+
+    deploy = tmp_path / "svc" / ".deploy"
+    deploy.mkdir(parents=True)
+    (deploy / "service.yaml").write_text("service: svc\nplatform:\n  command: [python, app.py, \"{port}\"]\n"
+                                         "migrations: {connection: db}\n")
+    (deploy / "production.yaml").write_text("environment: production\nstrategy: rolling\nreplicas: 2\n")
+    folder = tmp_path / "svc" / "migrations"
+    folder.mkdir()
+    (folder / "V1__users.sql").write_text("CREATE TABLE users (id int);\n")
+
+    def warnings() -> list[tuple[str, str]]:
+        result = load_service(deploy)
+        assert result.config is not None
+        return [(i.code, i.message) for i in result.issues if i.path == "migrations.path"]
+
+    ((code, message),) = warnings()
+    assert code == "migration-down-missing" and "V1__users.sql" in message and "production refuses" in message
+    (folder / "U1__users.sql").write_text("DROP TABLE users;\n")
+    assert warnings() == []
+    (folder / "add_column.sql").write_text("ALTER TABLE users ADD COLUMN x int;\n")
+    ((code, message),) = warnings()
+    assert code == "migration-files" and "add_column.sql" in message

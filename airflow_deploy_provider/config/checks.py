@@ -492,13 +492,19 @@ def _migrations(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
     # DAGs, its rollback among them, while someone fixes a file name.
     from airflow_deploy_provider.migrations import MigrationError, load_migrations
 
-    for require_down, code in ((False, "migration-files"), (True, "migration-down-missing")):
-        try:
-            load_migrations(folder, require_down=require_down)
-        except MigrationError as exc:
-            extra = "; production refuses to run them" if require_down else "; every migration task will fail"
-            yield Finding(("migrations", "path"), f"{exc}{extra}", code, severity="warning")
-            return
+    try:
+        load_migrations(folder, require_down=True)  # one read of the folder when all is well
+        return
+    except MigrationError as exc:
+        missing_down = exc
+    try:
+        load_migrations(folder, require_down=False)
+    except MigrationError as exc:
+        yield Finding(("migrations", "path"), f"{exc}; every migration task will fail", "migration-files",
+                      severity="warning")
+        return
+    yield Finding(("migrations", "path"), f"{missing_down}; production refuses to run them",
+                  "migration-down-missing", severity="warning")
 
 
 def _approval_policy(policy: ApprovalPolicy, loc: Loc, what: str) -> Iterator[Finding]:
