@@ -5,8 +5,9 @@ dag-processor, triggerer, LocalExecutor): ``deploy_<service>_production`` trigge
 Regions run on the local platform (each region of a service has its own router and replicas, under live load
 from this test); Route53 is a moto server in this process, reached by the tasks through the ``aws_dns``
 connection; the ledger is a SQLite file the test reads. Three copies of one service roll out release 2.0.0
-at the same time in one Airflow, over the spec's four regions (us-west-2 canary 10%, eu-west-1 25%,
-ap-southeast-1 25%, us-east-1 primary 40%; every Route53 weight starts at 25):
+at the same time in one Airflow, over three of the spec's regions (us-west-2 canary 10%, eu-west-1 40%,
+us-east-1 primary 50%; every Route53 weight starts at 25). Three regions show all there is to show (the canary
+first, a failing secondary, a later region, the primary last) in three quarters of the time four take:
 
 * ``mrok``: every region succeeds (triggered with the version only, as a person would);
 * ``mrstop``: 2.0.0 fails every request in eu-west-1, so that region's own run fails its watch and restores
@@ -42,12 +43,11 @@ from tests.aws import MotoServer
 
 pytestmark = pytest.mark.slow
 
-REGIONS = [("us-west-2", "canary", 10), ("eu-west-1", "secondary", 25), ("ap-southeast-1", "secondary", 25),
-           ("us-east-1", "primary", 40)]
+REGIONS = [("us-west-2", "canary", 10), ("eu-west-1", "secondary", 40), ("us-east-1", "primary", 50)]
 NAMES = [name for name, _, _ in REGIONS]
 CONFIGURED = {name: weight for name, _, weight in REGIONS}
 FAILING = "eu-west-1"
-LATER = ["ap-southeast-1", "us-east-1"]
+LATER = ["us-east-1"]
 INITIAL_WEIGHT = 25
 OLD, NEW = "1.0.0", "2.0.0"
 COMMIT = "0a1b2c3d4e5f"
@@ -411,7 +411,7 @@ def last_dns_weights(rollouts: Rollouts, name: str) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------------- tests
 
 
-def test_four_regions_roll_out_in_order(rollouts):
+def test_the_regions_roll_out_in_order(rollouts):
     svc, run = rollouts.wait("mrok")
     airflow = rollouts.airflow
     assert run["state"] == "success", rollouts.explain("mrok", *NAMES)
@@ -500,7 +500,7 @@ def test_failed_region_stops_the_rollout(rollouts):
     assert rows[FAILING].previous_version == OLD, rows[FAILING]
     assert rollouts.ledger().get(svc.parent_id).status == "failed"
     assert rollouts.region_table("mrstop") == {"us-west-2": "succeeded", FAILING: "rolled_back",
-                                               "ap-southeast-1": "not started", "us-east-1": "not started"}
+                                               "us-east-1": "not started"}
 
 
 def test_region_failing_after_its_run_is_rolled_back_and_the_rollout_continues(rollouts):
@@ -542,7 +542,7 @@ def test_region_failing_after_its_run_is_rolled_back_and_the_rollout_continues(r
     # The rollback replaced the region's 2.0.0 deployment: recorded as rolled back, by the rollback run.
     rows = rollouts.regional_rows("mrgo")
     assert {r: d.status for r, d in rows.items()} == {
-        "us-west-2": "succeeded", FAILING: "rolled_back", "ap-southeast-1": "succeeded", "us-east-1": "succeeded"}
+        "us-west-2": "succeeded", FAILING: "rolled_back", "us-east-1": "succeeded"}
     assert f"by {svc.rollback(FAILING)}/" in rows[FAILING].outcome_reason, rows[FAILING]
     assert rollouts.region_table("mrgo") == {r: d.status for r, d in rows.items()}
     assert rollouts.ledger().get(svc.parent_id).status == "failed"
