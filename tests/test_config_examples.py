@@ -29,6 +29,14 @@ def test_spec_copy_is_current():
     assert SPEC.read_text() == SHARED_SPEC.read_text(), "docs/spec is stale: copy the shared spec again"
 
 
+@pytest.mark.parametrize("service", ["checkout", "accounts"])
+def test_example_services_hold_the_spec_migration_verbatim(service):
+    text = SPEC.read_text()
+    match = re.search(r"```sql\n(-- V1__add_user_email_index\.sql\n.*?)```", text, re.S)
+    assert match
+    assert (SERVICES / service / "migrations" / "V1__add_user_email_index.sql").read_text() == match.group(1)
+
+
 @pytest.mark.parametrize("name", ["dev-config.yaml", "staging-config.yaml", "production-config.yaml",
                                   "multi-region-config.yaml"])
 def test_example_service_holds_the_spec_files_verbatim(name):

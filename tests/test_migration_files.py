@@ -3,8 +3,6 @@ database)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from airflow_deploy_provider.migrations import (
@@ -20,11 +18,10 @@ from airflow_deploy_provider.migrations import (
     split_statements,
 )
 from airflow_deploy_provider.migrations.lint import find_squawk
+from tests.conftest import SERVICES
 from tests.migration_helpers import write_migrations
 
-SPEC_EXAMPLE = (
-    Path(__file__).parent / "data" / "migrations" / "spec" / "V1__add_user_email_index.sql"
-).read_text()
+SPEC_EXAMPLE = (SERVICES / "checkout" / "migrations" / "V1__add_user_email_index.sql").read_text()
 
 
 # --- file names and headers ---------------------------------------------------------------------------------

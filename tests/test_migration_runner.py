@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from airflow_deploy_provider.migrations import (
     verify_backup,
 )
 from airflow_deploy_provider.migrations.connection import ConnectionParams
+from tests.conftest import SERVICES
 from tests.migration_helpers import (
     FAST,
     Reports,
@@ -35,7 +35,7 @@ from tests.migration_helpers import (
     write_migrations,
 )
 
-SPEC = Path(__file__).parent / "data" / "migrations" / "spec" / "V1__add_user_email_index.sql"
+SPEC = SERVICES / "checkout" / "migrations" / "V1__add_user_email_index.sql"
 
 
 def test_the_spec_example_runs_with_a_warning(postgres, tmp_path):

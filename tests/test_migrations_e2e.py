@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_service
+from tests.conftest import SERVICES, write_service
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
-V1 = (Path(__file__).parent / "data" / "migrations" / "spec" / "V1__add_user_email_index.sql").read_text()
+V1 = (SERVICES / "checkout" / "migrations" / "V1__add_user_email_index.sql").read_text()
 FILES = {
     "V0__users.sql": "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n"
                      "INSERT INTO users VALUES (1, 'ada@example.com');\n",

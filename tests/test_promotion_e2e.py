@@ -26,40 +26,26 @@ SHORT = COMMIT[:7]
 HEALTH = "healthCheck: {initialDelay: 100ms, interval: 200ms, timeout: 2s}\n"
 
 
-def service_files() -> dict[str, str]:
-    return {
-        "service.yaml": textwrap.dedent("""\
-            service: promo
+def service_files(name: str, *, development: bool = True, extra: str = "") -> dict[str, str]:
+    """A service promoted by assets, approvals off; ``extra`` is appended to its service.yaml."""
+    files = {
+        "service.yaml": textwrap.dedent(f"""\
+            service: {name}
             platform:
-              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{port}", --version, "{version}"]
+              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{{port}}", --version, "{{version}}"]
             approvals:
-              staging: {enabled: false}
-              production: {enabled: false}
-            checklist: {securityScanClean: false, releaseNotes: false, onCallNotified: false}
-            """),
+              staging: {{enabled: false}}
+              production: {{enabled: false}}
+            checklist: {{securityScanClean: false, releaseNotes: false, onCallNotified: false}}
+            """) + extra,
         "development.yaml": "environment: development\nstrategy: recreate\nreplicas: 1\n" + HEALTH,
         "staging.yaml": "environment: staging\nstrategy: rolling\nreplicas: 1\n" + HEALTH,
         "production.yaml": "environment: production\nstrategy: rolling\nreplicas: 1\nmonitoring: {duration: 0s}\n"
                            + HEALTH,
     }
-
-
-def window_service_files() -> dict[str, str]:
-    return {
-        "service.yaml": textwrap.dedent("""\
-            service: promowin
-            platform:
-              command: [python, -m, airflow_deploy_provider.demo.app, --port, "{port}", --version, "{version}"]
-            approvals:
-              staging: {enabled: false}
-              production: {enabled: false}
-            checklist: {securityScanClean: false, releaseNotes: false, onCallNotified: false}
-            maintenanceWindow: {schedule: "* * * * *", duration: 59s, outsideWindow: refuse}
-            """),
-        "staging.yaml": "environment: staging\nstrategy: rolling\nreplicas: 1\n" + HEALTH,
-        "production.yaml": "environment: production\nstrategy: rolling\nreplicas: 1\nmonitoring: {duration: 0s}\n"
-                           + HEALTH,
-    }
+    if not development:
+        del files["development.yaml"]
+    return files
 
 
 def test_a_development_success_is_promoted_to_staging_then_production(tmp_path):
@@ -68,7 +54,9 @@ def test_a_development_success_is_promoted_to_staging_then_production(tmp_path):
     airflow = AirflowServer(home, config={"scheduler": {"use_job_schedule": True}})
     ledger_url = f"sqlite:///{home / 'ledger.db'}"
     airflow.env["AIRFLOW_CONN_DEPLOY_LEDGER"] = json.dumps({"conn_type": "deploy_ledger", "host": ledger_url})
-    for service, files in (("promo", service_files()), ("promowin", window_service_files())):
+    window = 'maintenanceWindow: {schedule: "* * * * *", duration: 59s, outsideWindow: refuse}\n'
+    for service, files in (("promo", service_files("promo")),
+                           ("promowin", service_files("promowin", development=False, extra=window))):
         deploy = home / "services" / service / ".deploy"
         deploy.mkdir(parents=True)
         for name, text in files.items():

@@ -55,3 +55,20 @@ def test_rollout_previous_version_is_the_last_complete_rollout(ledger):
     release = start.resolve()
     # 1.5.0 reached a region but the rollout failed: 1.0.0 is what the last complete rollout deployed
     assert (release["version"], release["previous_version"]) == ("2.0.0", "1.0.0")
+
+
+def test_commit_time_is_read_as_iso_8601_or_refused(ledger):
+    """The start of the lead time for changes: an ISO 8601 time (UTC when it names no zone), or a clear refusal."""
+    import pytest
+
+    from airflow_deploy_provider.operators.lifecycle import StartDeploymentOperator
+
+    def start(commit_time: str) -> StartDeploymentOperator:
+        return StartDeploymentOperator(task_id="start_deployment", service="pay", environment="development",
+                                       image_repository="pay", version="1.0.0", commit_time=commit_time)
+
+    assert start("2026-11-20T10:00:00Z").resolve()["commit_time"] == "2026-11-20T10:00:00+00:00"
+    assert start("2026-11-20T10:00:00").resolve()["commit_time"] == "2026-11-20T10:00:00+00:00"
+    assert start("").resolve()["commit_time"] is None
+    with pytest.raises(ValueError, match="commit_time 'yesterday' is not an ISO 8601 time such as"):
+        start("yesterday").resolve()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, TriggerRule
 
 from airflow_deploy_provider.factory.builder import ServiceDagBuilder, chain_phases, phase
+from airflow_deploy_provider.factory.multi_region import _dns_settings, _shares
 from airflow_deploy_provider.operators.deploy import ScaleOperator
+from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
 from airflow_deploy_provider.operators.gate import MetricGateOperator
 from airflow_deploy_provider.operators.incident import (
     IncidentChannelOperator,
@@ -71,9 +73,6 @@ def build(b: ServiceDagBuilder) -> DAG:
                 tasks["Scale up"] = ScaleOperator(task_id="scale_up", **b.on_platform(), role="stable",
                                                   replicas=env.replicas * 2)
             else:
-                from airflow_deploy_provider.factory.multi_region import _dns_settings, _shares
-                from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
-
                 if mr.dns is not None:
                     tasks["Fail over"] = RegionDnsWeightOperator(
                         task_id="fail_over", **b.common(), dns=_dns_settings(mr), weights=_shares(mr),
@@ -103,9 +102,6 @@ def build(b: ServiceDagBuilder) -> DAG:
                 chain_phases(*checks)
         with phase("restoration", "After a fail over: traffic back to the configured shares") as restoration:
             if mr is not None and "Fail over" in tasks:
-                from airflow_deploy_provider.factory.multi_region import _dns_settings, _shares
-                from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator
-
                 restore = RegionDnsWeightOperator(task_id="restore_traffic", **b.common(), dns=_dns_settings(mr),
                                                   weights=_shares(mr), deferrable=b.deferrable)
                 tasks["Fail over"] >> restore

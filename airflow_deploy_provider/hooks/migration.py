@@ -42,9 +42,13 @@ class PostgresMigrationHook(BaseHook):
     def __init__(self, postgres_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.postgres_conn_id = postgres_conn_id
+        self._params: ConnectionParams | None = None
 
     def params(self) -> ConnectionParams:
-        return ConnectionParams.from_airflow_connection(self.get_connection(self.postgres_conn_id))
+        """The connection's parameters, looked up once per hook."""
+        if self._params is None:
+            self._params = ConnectionParams.from_airflow_connection(self.get_connection(self.postgres_conn_id))
+        return self._params
 
     @property
     def database(self) -> str:

@@ -733,6 +733,14 @@ class MigrationRunner:
         statements = [s for s in group.statements if s.number >= start]
         attempt = 0
         index_retries = 0
+
+        def timed(statement: Statement, seconds: float) -> None:
+            timings.append(StatementTiming(migration.version, direction, statement.number, statement.line,
+                                           statement.kind, round(seconds, 3), attempt))
+
+        def progress(cur: Any, last: int) -> None:
+            self._finish_step(cur, row_id, last, time.monotonic() - began, final, direction, up_row_id)
+
         while True:
             attempt += 1
             began = time.monotonic()
@@ -754,27 +762,9 @@ class MigrationRunner:
                         for statement in statements:
                             context.update(statement=statement.number, line=statement.line)
                             seconds = self._execute(cur, statement, dog, context, local=True)
-                            timings.append(
-                                StatementTiming(
-                                    migration.version,
-                                    direction,
-                                    statement.number,
-                                    statement.line,
-                                    statement.kind,
-                                    round(seconds, 3),
-                                    attempt,
-                                )
-                            )
+                            timed(statement, seconds)
                         # The progress commits with the group: both or neither.
-                        self._finish_step(
-                            cur,
-                            row_id,
-                            statements[-1].number,
-                            time.monotonic() - began,
-                            final,
-                            direction,
-                            up_row_id,
-                        )
+                        progress(cur, statements[-1].number)
                         cur.execute("COMMIT")
                     else:
                         if statement.is_concurrent_index_build:
@@ -789,26 +779,8 @@ class MigrationRunner:
                         seconds = self._execute(cur, statement, dog, context, local=False)
                         if statement.is_concurrent_index_build:
                             self._check_index_valid(cur, statement)
-                        timings.append(
-                            StatementTiming(
-                                migration.version,
-                                direction,
-                                statement.number,
-                                statement.line,
-                                statement.kind,
-                                round(seconds, 3),
-                                attempt,
-                            )
-                        )
-                        self._finish_step(
-                            cur,
-                            row_id,
-                            statement.number,
-                            time.monotonic() - began,
-                            final,
-                            direction,
-                            up_row_id,
-                        )
+                        timed(statement, seconds)
+                        progress(cur, statement.number)
             except (psycopg2.Error, _InvalidIndex) as exc:
                 elapsed = time.monotonic() - began
                 cancel = dog.take_cancel()

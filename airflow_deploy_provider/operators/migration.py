@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class _MigrationTask(DeploymentBaseOperator):
         else:
             self.log.info("%s: %s", kind, message)
 
-    @property
+    @cached_property
     def hook(self) -> Any:
         from airflow_deploy_provider.hooks.migration import PostgresMigrationHook
 
@@ -238,8 +239,9 @@ class MigrationOperator(_MigrationTask):
 
     def _apply(self, runner: Any, migrations: Any) -> dict[str, Any]:
         runner.verify_checksums(migrations)
-        plan = runner.plan(migrations, phase=self.phase)
-        if not plan.versions:
+        # What is pending, from the history alone: apply() plans (and lints) itself, once.
+        applied = {row.version for row in runner.applied()}
+        if not [m for m in migrations if m.phase == self.phase and m.version not in applied]:
             self.report("applied", {"message": f"no pending {self.phase} migration"})
             return {"applied": []}
         if self.backup:
@@ -251,10 +253,10 @@ class MigrationOperator(_MigrationTask):
             failed = next((r for r in runner.history() if r.status == "failed"), None)
             if failed is not None and migrations.get(failed.version) is not None:
                 self.record_run(migrations.get(failed.version), direction="up", status="failed",
-                                database=runner_database(runner), started=started, statements=failed.last_statement,
+                                database=runner.database, started=started, statements=failed.last_statement,
                                 error=str(exc)[:2000])
             raise
-        database = runner_database(runner)
+        database = runner.database
         for version in result.applied:
             migration = migrations.get(version)
             done = sum(1 for s in result.statements if s.version == version)
@@ -269,7 +271,7 @@ class MigrationOperator(_MigrationTask):
             return {"reverted": []}
         started = datetime.now(timezone.utc)
         result = runner.revert(migrations, versions)
-        database = runner_database(runner)
+        database = runner.database
         for version in result.reverted:
             self.record_run(migrations.get(version), direction="down", status="reverted", database=database,
                             started=started)
@@ -278,7 +280,7 @@ class MigrationOperator(_MigrationTask):
     def _versions_to_revert(self, runner: Any) -> list[int]:
         """Migrations applied (and still applied) by the deployments after the last one of the version rolled
         back to, newest first."""
-        database = runner_database(runner)
+        database = runner.database
         target = str(self.target_version or self.version or "")
         back_to = next((d for d in self.ledger.deployments(self.service, self.environment)
                         if d.version == target and d.kind != "rollback"
@@ -307,10 +309,6 @@ class MigrationOperator(_MigrationTask):
                     self.log.info("Verified backup of %s: %s", owner, event.data.get("location"))
                     return event.data
         return take_backup(self, self.hook)
-
-
-def runner_database(runner: Any) -> str:
-    return runner.database
 
 
 def take_backup(task: DeploymentBaseOperator, hook: Any, location: str | None = None) -> dict[str, Any]:
