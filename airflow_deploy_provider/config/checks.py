@@ -467,10 +467,21 @@ def _suites(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
 
 @_service_check
 def _steps(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    from airflow_deploy_provider.steps.defaults import default_runner
+
     for name, step in svc.steps.items():
-        if (step.command is None) == (step.image is None):
-            yield Finding(("steps", name), f"step '{name}' needs exactly one of 'command' (run on the worker) "
-                          "or 'image' (run as a Kubernetes pod)", "step-runner")
+        given = [key for key, value in (("command", step.command), ("image", step.image), ("http", step.http))
+                 if value is not None]
+        if len(given) > 1:
+            yield Finding(("steps", name), f"step '{name}' has {' and '.join(repr(g) for g in given)}; give one: "
+                          "'command' (run on the worker), 'image' (run as a Kubernetes pod) or 'http' (requests)",
+                          "step-runner")
+        elif not given and default_runner(name, svc.platform.type) is None:
+            yield Finding(("steps", name), f"step '{name}' has no default on the {svc.platform.type} platform; "
+                          "give it a 'command', an 'image' (pod) or 'http' requests", "step-runner")
+        if step.args and step.image is None:
+            yield Finding(("steps", name, "args"), f"step '{name}': 'args' are for pods ('image'); a command "
+                          "takes its arguments in 'command'", "step-runner")
 
 
 @_service_check

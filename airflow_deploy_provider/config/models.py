@@ -862,20 +862,105 @@ class TestSuite(DeployModel):
     """Working directory of the command, relative to the service folder."""
 
 
+class SecretRef(DeployModel):
+    """A secret handed to a step as an environment variable: read from an Airflow connection or variable when the
+    step runs, masked in logs, never written in YAML. In pod mode it reaches the pod as a Kubernetes Secret
+    reference, never as a value in the pod spec."""
+
+    connection: ConnId | None = None
+    """Airflow connection holding the secret."""
+    field: str = Field("password", pattern=r"^(password|login|host|schema|port|uri|extra|extra\.[A-Za-z0-9_.-]+)$")
+    """Field of the connection: ``password``, ``login``, ``host``, ``schema``, ``port``, ``uri``, ``extra`` (all
+    of it, JSON) or ``extra.<key>``."""
+    variable: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,250}$")
+    """Airflow variable holding the secret (instead of a connection)."""
+
+
+class StepReport(DeployModel):
+    """A report the step writes, parsed into findings that go to the ledger."""
+
+    format: Literal["trivy", "pip-audit", "detect-secrets", "cyclonedx", "junit", "terraform-plan", "locust"]
+    """Report format."""
+    path: str | None = None
+    """File the step writes, relative to the working directory; ``{reports}`` is the run's report folder.
+    Default: the command's standard output. In pod mode the report is what the pod writes to
+    ``/airflow/xcom/return.json``."""
+
+
+class PodSettings(DeployModel):
+    """Where and how a pod-mode step runs (cncf.kubernetes pod operator)."""
+
+    connection: ConnId | None = None
+    """Kubernetes connection. Default: the platform's connection on Kubernetes, else ``kubernetes_default``."""
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    """Namespace. Default: the platform's namespace, else ``default``."""
+    service_account: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    """Service account of the pod (for example one allowed to push images)."""
+    resources: Resources | None = None
+    """Requests and limits of the step's container."""
+
+
+class StepRequest(DeployModel):
+    """One HTTP request of an ``http`` step (alert rules, dashboards, annotations)."""
+
+    connection: ConnId
+    """HTTP connection (host, credentials); the path is appended to its host."""
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    """HTTP method."""
+    path: UrlPath
+    """Path; the step placeholders (``{version}``, ``{service}``, ...) are filled in."""
+    body: str | None = None
+    """File (relative to the service folder) sent as the body, placeholders filled in; without it the request
+    sends a JSON description of the release."""
+    content_type: str = "application/json"
+    """Content type of the body."""
+
+
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
+
+
 class StepRunner(DeployModel):
-    """A pipeline step (build, scan, infrastructure, monitoring set-up) run as a command or a pod."""
+    """A pipeline step (build, scan, promotion, infrastructure, monitoring set-up, documentation): a command on the
+    worker, a Kubernetes pod, HTTP requests, or the step's built-in default (an empty entry)."""
 
     command: Command | None = None
-    """Run as a command on the worker."""
+    """Run as a command on the worker. Placeholders: ``{image}``, ``{version}``, ``{commit}``, ``{short_sha}``,
+    ``{service}``, ``{environment}``, ``{region}``, ``{reports}``, ``{previous_version}``,
+    ``{previous_commit}``, ``{source_image}``."""
     image: str | None = None
     """Run as a Kubernetes pod with this image (cncf.kubernetes pod operator)."""
     args: Annotated[list[str], BeforeValidator(lambda v: _command(v) if v else []),
                     WithJsonSchema({"type": "array", "items": {"type": "string"}})] = Field(default_factory=list)
     """Arguments of the pod (the same placeholders as ``command``)."""
+    http: list[StepRequest] | None = None
+    """Send these HTTP requests instead (monitoring set-up: alert rules, dashboards, annotations)."""
+    pod: PodSettings = Field(default_factory=PodSettings)
+    """Pod-mode settings: connection, namespace, service account, resources."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables (no secrets)."""
+    secrets: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], SecretRef] = Field(default_factory=dict)
+    """Secrets as environment variables, by variable name."""
+    working_dir: str | None = None
+    """Working directory, relative to the service folder (terraform: the configuration's folder, default
+    ``infra``)."""
+    report: StepReport | None = None
+    """Report the step writes, parsed into findings (default: the step's own, for example ``trivy`` for
+    ``scan-cves``)."""
+    block_on: list[Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]] | None = None
+    """Scans: finding severities that fail the step and the checklist's ``securityScanClean``. Default:
+    ``[CRITICAL, HIGH]``; in the hotfix workflow ``[CRITICAL]`` (blocking CVEs only). Secrets always block."""
     timeout: Duration = timedelta(minutes=30)
     """Time limit."""
+
+    @property
+    def mode(self) -> Literal["command", "pod", "http", "builtin"]:
+        if self.image is not None:
+            return "pod"
+        if self.command is not None:
+            return "command"
+        if self.http is not None:
+            return "http"
+        return "builtin"
 
 
 STEP_NAMES = (
@@ -883,7 +968,7 @@ STEP_NAMES = (
     "scan-cves", "scan-secrets", "generate-sbom",  # security scan
     "retag-image", "sign-image",  # build promotion
     "terraform", "update-dns",  # infrastructure
-    "configure-alerts", "setup-dashboards", "enable-tracing",  # monitoring set-up
+    "configure-alerts", "setup-dashboards", "enable-tracing", "annotate-deployment",  # monitoring set-up
     "release-notes", "document-config-changes",  # documentation
 )
 

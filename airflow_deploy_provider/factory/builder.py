@@ -45,7 +45,7 @@ STEP_TASK_IDS = {
     "scan-cves": "scan_cves", "scan-secrets": "scan_secrets", "generate-sbom": "generate_sbom",
     "retag-image": "retag_image", "sign-image": "sign_image", "terraform": "apply_terraform",
     "update-dns": "update_dns", "configure-alerts": "configure_alerts", "setup-dashboards": "setup_dashboards",
-    "enable-tracing": "enable_tracing", "release-notes": "update_release_notes",
+    "enable-tracing": "enable_tracing", "annotate-deployment": "annotate_deployment", "release-notes": "update_release_notes",
     "document-config-changes": "document_configuration_changes",
 }
 # Bounds for blue-green's post-switch watch, which the spec gives no analysis section.
@@ -299,16 +299,29 @@ class ServiceDagBuilder:
                                         notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED,
                                         regions=regions, retries=2, retry_delay=timedelta(seconds=10))
 
-    def step(self, name: str, task_id: str | None = None) -> PipelineStepOperator | None:
-        runner = self.svc.steps.get(name)
-        if runner is None:
+    def step(self, name: str, task_id: str | None = None) -> Any:
+        """The task of a declared pipeline step: a pod (cncf.kubernetes pod operator) or a worker step; ``None``
+        when the service does not declare the step."""
+        declared = self.svc.steps.get(name)
+        if declared is None:
             return None
-        return PipelineStepOperator(
-            task_id=task_id or STEP_TASK_IDS[name], **self.common(), step=name,
-            runner=runner.model_dump(mode="python", exclude_none=True), version=self.release("version"),
-            image=self.release("image"), commit=self.release("commit"), service_root=str(self.config.root))
+        from airflow_deploy_provider.steps.defaults import resolve_runner
 
-    def steps(self, names: Sequence[str]) -> list[PipelineStepOperator]:
+        runner = resolve_runner(name, declared.model_dump(mode="python", exclude_none=True),
+                                self.svc.platform.type)
+        assert runner is not None  # the config check refuses an empty entry for a step without a default
+        common = {"task_id": task_id or STEP_TASK_IDS[name], **self.common(), "step": name,
+                  "version": self.release("version"), "image": self.release("image"),
+                  "commit": self.release("commit"), "previous_version": self.release("previous_version"),
+                  "service_root": str(self.config.root), "workflow": self.kind}
+        if runner.get("image"):
+            from airflow_deploy_provider.operators.pod_step import PodStepOperator
+
+            return PodStepOperator(**common, runner=runner, platform=self.platform_settings())
+        return PipelineStepOperator(**common, runner=runner, platform=self.platform_settings(),
+                                    notification=self.notification())
+
+    def steps(self, names: Sequence[str]) -> list[Any]:
         return [op for op in (self.step(n) for n in names) if op is not None]
 
     def suite(self, name: str, task_id: str | None = None, role: str | None = None) -> TestSuiteOperator:

@@ -1,9 +1,9 @@
-"""Pipeline steps around the deployment: build, scans, promotion, infrastructure, monitoring set-up."""
+"""Pipeline steps around the deployment: build, scans, promotion, infrastructure, monitoring set-up, docs."""
 
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,74 +12,165 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator
-from airflow_deploy_provider.registry import NotImplementedForPlatform
+from airflow_deploy_provider.steps import SEVERITIES, StepContext, StepError, StepResult
+
+#: Steps whose findings decide the verdict (scanners exit non-zero when they find anything at all).
+SCAN_STEPS = ("scan-cves", "scan-secrets")
+
+
+def reports_root() -> Path:
+    """Where steps write their reports: ``$DEPLOY_REPORTS_DIR``, else ``$AIRFLOW_HOME/deploy-reports``."""
+    from airflow_deploy_provider.platforms.local.state import airflow_home
+
+    return Path(os.environ.get("DEPLOY_REPORTS_DIR") or airflow_home() / "deploy-reports")
+
+
+def judge(ctx: StepContext, result: StepResult) -> StepResult:
+    """The step's verdict from its findings where they decide it.
+
+    - scans: every secret and every CVE of a severity in ``block_on`` blocks; nothing else does, whatever the
+      scanner's exit status (pip-audit exits 1 on any finding, trivy 0 unless told otherwise);
+    - test reports (JUnit): a failed test fails the step even when the runner exited 0.
+    """
+    if ctx.step in SCAN_STEPS and "report" in result.data:
+        block = set(ctx.block_on)
+        result.blocking = sum(1 for f in result.findings
+                              if f.kind == "secret" or (f.kind == "cve" and f.severity in block))
+        result.ok = result.blocking == 0
+        counts = result.counts()
+        shown = ", ".join(f"{counts[s]} {s.lower()}" for s in (*SEVERITIES,) if counts.get(s)) or "no findings"
+        result.summary = f"{shown}; {result.blocking} blocking ({'/'.join(ctx.block_on)} CVEs and secrets block)"
+    failed_tests = [f for f in result.findings if f.kind == "test" and f.passed is False]
+    if failed_tests:
+        result.ok = False
+        result.summary += f"; {len(failed_tests)} failed test(s): " + ", ".join(f.id for f in failed_tests[:5])
+    return result
 
 
 class PipelineStepOperator(DeploymentBaseOperator):
     """
-    Runs a declared pipeline step (``steps`` in ``service.yaml``): a command on the worker, or a pod
-    (``image`` and ``args``) on Kubernetes. The command's placeholders (``{image}``, ``{version}``,
-    ``{commit}``, ``{short_sha}``, ``{service}``, ``{environment}``) are filled from the release. Exit status 0
-    passes; the result goes to the ledger.
+    Runs a declared pipeline step (``steps`` in ``service.yaml``) on the worker: a command, HTTP requests, or the
+    step's built-in default (local builds and signatures, Terraform, DNS, release notes, configuration changes).
+    A report the step writes is parsed into findings; scans block on the configured severities. The result
+    (exit status, findings, artifacts) goes to the ledger as a ``step`` event; scans also record a ``scan``
+    event for the production checklist. Steps of the ``pod`` mode use :class:`PodStepOperator` instead.
 
-    Template fields: ``deployment_id``, ``version``, ``image``, ``commit``.
+    Re-running the step converges: it writes the same report folder and the built-in steps are idempotent.
+
+    Template fields: ``deployment_id``, ``version``, ``image``, ``commit``, ``previous_version``.
 
     :param step: step name (``build-image``, ``scan-cves``, ...).
-    :param runner: ``command`` or ``image``/``args``, ``env``, ``timeout``.
+    :param runner: the resolved runner (``command``, ``http`` or ``builtin``, with ``env``, ``secrets``,
+        ``report``, ``block_on``, ``working_dir``, ``timeout``).
+    :param platform: platform settings of the service (built-in steps act through it).
     :param version: version (templated).
     :param image: image of the release (templated).
     :param commit: commit sha (templated).
-    :param service_root: folder the command runs in.
+    :param previous_version: the version this one replaces (templated).
+    :param service_root: the service folder.
+    :param workflow: ``deploy`` or ``hotfix`` (a hotfix's scan blocks on critical CVEs only by default).
+    :param notification: Slack settings, for steps that post (release notes, configuration changes).
     """
 
-    template_fields: Sequence[str] = ("deployment_id", "version", "image", "commit")
+    template_fields: Sequence[str] = ("deployment_id", "version", "image", "commit", "previous_version")
     ui_color = "#f1f3f4"
 
-    def __init__(self, *, step: str, runner: dict[str, Any], version: str = "", image: str = "", commit: str = "",
-                 service_root: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, step: str, runner: dict[str, Any], platform: dict[str, Any], version: str = "",
+                 image: str = "", commit: str = "", previous_version: str = "", service_root: str | None = None,
+                 workflow: str = "deploy", notification: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if (runner.get("command") is None) == (runner.get("image") is None):
-            raise ValueError(f"{self.task_id}: step {step!r} needs exactly one of command or image")
+        modes = [m for m in ("command", "http", "builtin") if runner.get(m)]
+        if len(modes) != 1 or runner.get("image"):
+            raise ValueError(f"{self.task_id}: step {step!r} needs exactly one of command, http or a built-in "
+                             f"default on the worker; got {modes or 'none'}")
         self.step = step
         self.runner = runner
+        self.mode = modes[0]
+        self.platform = platform
         self.version = version
         self.image = image
         self.commit = commit
+        self.previous_version = previous_version
         self.service_root = service_root
+        self.workflow = workflow
+        self.notification = notification
         timeout = runner.get("timeout", timedelta(minutes=30))
         self.step_timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         self.expected_duration = timedelta(seconds=min(120.0, self.step_timeout))
 
     def describe(self) -> str:
-        if self.runner.get("command"):
+        if self.mode == "command":
             return f"{self.step}: {' '.join(self.runner['command'])}"
-        return f"{self.step}: pod {self.runner['image']}"
+        if self.mode == "http":
+            return f"{self.step}: " + ", ".join(f"{r['method']} {r['connection']}{r['path']}"
+                                                 for r in self.runner["http"])
+        return f"{self.step}: built-in ({self.runner['builtin'].rsplit(':', 1)[-1].replace('_', ' ')})"
+
+    # ------------------------------------------------------------------------------------------------ run
+
+    def step_context(self, context: Any) -> StepContext:
+        root = Path(self.service_root or ".")
+        version = str(self.version or "")
+        reports = reports_root() / self.service / self.environment / _safe(version or "unversioned") / self.step
+        reports.mkdir(parents=True, exist_ok=True)
+        previous_commit = None
+        if self.previous_version:
+            row = next((d for d in self.ledger.deployments(self.service) if d.version == self.previous_version
+                        and d.commit_sha), None)
+            previous_commit = row.commit_sha if row else None
+        return StepContext(
+            step=self.step, service=self.service, environment=self.environment, region=self.region,
+            version=version, image=str(self.image or ""), commit=str(self.commit or ""), service_root=root,
+            work_dir=root / (self.runner.get("working_dir") or ""), reports_dir=reports, runner=self.runner,
+            platform=self.platform, deployment_id=self.deployment_id, workflow=self.workflow,
+            previous_version=self.previous_version or None, previous_commit=previous_commit,
+            source_image=self._source_image(version), timeout=self.step_timeout, notification=self.notification,
+            ledger=self.ledger, log=self.log)
+
+    def _source_image(self, version: str) -> str | None:
+        """The image this version had in an earlier environment (what a promotion re-tags)."""
+        row = next((d for d in self.ledger.deployments(self.service, status=["succeeded"])
+                    if d.version == version and d.environment != self.environment and d.image), None)
+        return row.image if row else None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        if self.runner.get("image"):
-            raise NotImplementedForPlatform(
-                f"step {self.step!r} runs as a Kubernetes pod, which is not implemented in this version of "
-                "airflow-deploy-provider; give it a 'command' to run on the worker")
-        values = {"image": self.image, "version": self.version, "commit": self.commit or "",
-                  "short_sha": (self.commit or "")[:7], "service": self.service, "environment": self.environment,
-                  "region": self.region or "", "port": "", "url": "", "replica": "", "run_id": ""}
-        command = [part.format(**values) for part in self.runner["command"]]
-        cwd = Path(self.service_root or ".")
-        env = {**os.environ, **(self.runner.get("env") or {})}
-        self.log.info("Running %s in %s", command, cwd)
+        ctx = self.step_context(context)
         try:
-            proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=self.step_timeout)
-        except FileNotFoundError:
-            self.record("step", f"{self.step}: command {command[0]!r} not found", data={"step": self.step, "ok": False})
-            raise AirflowException(f"step {self.step}: command {command[0]!r} not found on the worker") from None
-        except subprocess.TimeoutExpired:
-            self.record("step", f"{self.step}: timed out", data={"step": self.step, "ok": False})
-            raise AirflowException(f"step {self.step} timed out after {self.step_timeout:g}s") from None
-        for line in (proc.stdout + proc.stderr).splitlines()[-300:]:
-            self.log.info("| %s", line)
-        ok = proc.returncode == 0
-        self.record("step", f"{self.step}: exit status {proc.returncode}",
-                    data={"step": self.step, "ok": ok, "exit_code": proc.returncode, "command": command})
-        if not ok:
-            raise AirflowException(f"step {self.step} failed with exit status {proc.returncode}")
-        return {"step": self.step, "exit_code": proc.returncode}
+            result = self.run_step(ctx)
+        except StepError as exc:
+            self.record("step", f"{self.step}: FAILED, {exc}", data={"step": self.step, "ok": False,
+                                                                     "version": ctx.version, "error": str(exc)})
+            raise AirflowException(f"step {self.step} failed: {exc}") from None
+        result = judge(ctx, result)
+        data = {"step": self.step, "version": ctx.version, "image": ctx.image, "mode": self.mode,
+                **result.ledger_data()}
+        self.record("step", f"{self.step}: {'ok' if result.ok else 'FAILED'}, {result.summary}", data=data)
+        if self.step in SCAN_STEPS and "report" in result.data:
+            self.record("scan", f"{self.step} of {ctx.version}: {result.summary}",
+                        data={"step": self.step, "version": ctx.version, "image": ctx.image,
+                              "blocking": result.blocking, "counts": result.counts(),
+                              "block_on": list(ctx.block_on), "tool": result.data["report"]["format"]})
+        for finding in result.findings[:20]:
+            if finding.kind in ("cve", "secret") or finding.passed is False:
+                self.log.info("%s %s %s %s", finding.severity, finding.id, finding.location, finding.title)
+        if not result.ok:
+            raise AirflowException(f"step {self.step} failed: {result.summary}")
+        return {"step": self.step, "ok": True, "summary": result.summary, "exit_code": result.exit_code,
+                "artifacts": result.artifacts, "changed": result.changed}
+
+    def run_step(self, ctx: StepContext) -> StepResult:
+        if self.mode == "command":
+            from airflow_deploy_provider.steps.command import run_command
+
+            return run_command(ctx, self.runner)
+        if self.mode == "http":
+            from airflow_deploy_provider.steps.http import run_requests
+
+            return run_requests(ctx, self.runner)
+        from airflow_deploy_provider.steps.defaults import builtin_function
+
+        return builtin_function(self.runner["builtin"])(ctx)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:100]
