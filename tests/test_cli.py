@@ -31,7 +31,7 @@ def test_console_script_is_installed():
 def test_validate_examples_exit_zero():
     result = run("validate", "dags/services")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 service(s) checked: 4 valid, 0 invalid; 0 error(s)" in result.stdout
+    assert "5 service(s) checked: 5 valid, 0 invalid; 0 error(s)" in result.stdout
 
 
 def test_validate_reports_every_broken_service(tmp_path: Path):

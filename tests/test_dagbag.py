@@ -27,7 +27,9 @@ EXPECTED_DAGS = {
     "deploy_accounts_development", "deploy_accounts_production", "rollback_accounts_development",
     "rollback_accounts_production", "hotfix_accounts", "repair_accounts_migrations", "migrate_accounts_contract",
     "restore_accounts_production_database",
-    *(f"incident_{svc}" for svc in ("checkout", "hello", "payments", "accounts")),
+    *(f"{kind}_storefront_{env}" for kind in ("deploy", "rollback") for env in ("development", "staging", "production")),
+    "hotfix_storefront",
+    *(f"incident_{svc}" for svc in ("checkout", "hello", "payments", "accounts", "storefront")),
     *(f"{kind}_payments_production_{region}" for kind in ("deploy", "rollback")
       for region in ("us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1")),
 }
@@ -60,7 +62,7 @@ def test_example_dags_load_without_errors_or_deprecation_warnings():
     for dag in bag.dags.values():
         assert dag.max_active_runs == 1 and dag.catchup is False
         assert dag.doc_md and "Expected duration" in dag.doc_md
-        service = next(s for s in ("checkout", "hello", "payments", "accounts") if s in dag.dag_id)
+        service = next(s for s in ("checkout", "hello", "payments", "accounts", "storefront") if s in dag.dag_id)
         assert service in dag.tags
         assert any(env in dag.tags for env in ("development", "staging", "production"))
 

@@ -84,7 +84,7 @@ def test_staging_workflow(checkout_dags):
     dag = checkout_dags["deploy_checkout_staging"]
     assert_phases_in_order(dag, ["start_deployment", "manual_approval", "pre_deployment_validation",
                                  "build_promotion", "infrastructure_update", "blue_green_deployment",
-                                 "post_deployment_testing", "monitoring_setup", "notification_and_documentation"])
+                                 "monitoring_setup", "notification_and_documentation"])
     chain_of(dag, ["manual_approval.verify_development_passed", "manual_approval.approve"])
     chain_of(dag, ["build_promotion.retag_image", "build_promotion.sign_image", "build_promotion.push_image"])
     chain_of(dag, ["blue_green_deployment.deploy_green", "blue_green_deployment.wait_green_ready",
@@ -95,9 +95,13 @@ def test_staging_workflow(checkout_dags):
     assert watch.duration == 300 and watch.rollback_on_failure  # trafficSwitch.testDuration, rollbackOnError
     back = dag.task_dict["blue_green_deployment.switch_back_to_blue"]
     assert rule(back) == "one_failed" and "blue_green_deployment.watch_after_switch" in back.upstream_task_ids
-    # postDeploymentTests in the configured order
-    chain_of(dag, ["post_deployment_testing.integration_tests", "post_deployment_testing.smoke_tests",
-                   "post_deployment_testing.load_tests"])
+    # postDeploymentTests in the configured order, on the switched traffic, before blue is retired: a failed
+    # suite switches back to blue
+    chain_of(dag, ["blue_green_deployment.watch_after_switch", "post_deployment_testing.integration_tests",
+                   "post_deployment_testing.smoke_tests", "post_deployment_testing.load_tests",
+                   "blue_green_deployment.retire_blue"])
+    assert "post_deployment_testing.load_tests" in back.upstream_task_ids
+    assert "blue_green_deployment.retire_blue" in ancestors(dag, "monitoring_setup.configure_alerts")
     assert {"monitoring_setup.configure_alerts", "monitoring_setup.setup_dashboards",
             "monitoring_setup.enable_tracing"} <= set(dag.task_dict)
     approve = dag.task_dict["manual_approval.approve"]

@@ -106,7 +106,8 @@ def _positive_int(minimum: int = 1, maximum: int | None = None):
 
 
 COMMAND_PLACEHOLDERS = ("port", "version", "service", "environment", "region", "image", "url", "commit",
-                        "short_sha", "replica", "run_id")
+                        "short_sha", "replica", "run_id", "reports", "previous_version", "previous_commit",
+                        "source_image", "rps", "users")
 
 
 def _command(value: Any) -> list[str]:
@@ -845,6 +846,36 @@ class HttpCheck(DeployModel):
     """Request body."""
 
 
+class StepReport(DeployModel):
+    """A report the step writes, parsed into findings that go to the ledger."""
+
+    format: Literal["trivy", "pip-audit", "detect-secrets", "cyclonedx", "junit", "terraform-plan", "locust"]
+    """Report format."""
+    path: str | None = None
+    """File the step writes, relative to the working directory; ``{reports}`` is the run's report folder.
+    Default: the command's standard output. In pod mode the report is what the pod writes to
+    ``/airflow/xcom/return.json``."""
+
+
+class PassCriteria(DeployModel):
+    """What a suite's report must show to pass (load tests, performance benchmarks, test runs)."""
+
+    max_failure_rate: Percentage | None = None
+    """Most failed requests (Locust) or failed tests (JUnit), as a share of all; default 1% for requests, 0
+    for tests."""
+    max_p95: Duration | None = None
+    """Most 95th percentile latency of all requests (Locust)."""
+    max_p99: Duration | None = None
+    """Most 99th percentile latency of all requests (Locust)."""
+    min_rps: float | None = Field(None, gt=0)
+    """Least requests per second the version sustained (Locust)."""
+    min_requests: int | None = Field(None, ge=1)
+    """Least requests (Locust) or tests (JUnit) behind the verdict: a run that measured nothing never passes."""
+    max_regression: Percentage | None = None
+    """Most the 95th percentile latency may grow over the last passing run of the same suite (a performance
+    benchmark against the previous version)."""
+
+
 class TestSuite(DeployModel):
     """A named test suite: a command on the worker or HTTP checks against the version under test."""
 
@@ -860,6 +891,17 @@ class TestSuite(DeployModel):
     """Environment variables for the command (no secrets)."""
     working_dir: str | None = None
     """Working directory of the command, relative to the service folder."""
+    report: StepReport | None = None
+    """Report the command writes (``junit``, ``locust`` stats CSV), judged by ``criteria``. ``{reports}`` is the
+    run's report folder."""
+    criteria: PassCriteria | None = None
+    """Pass criteria on the report; with them the report decides, not the exit status (Locust exits 1 on any
+    failed request)."""
+    traffic_share: Percentage | None = None
+    """Load tests: the share of production traffic to generate. ``{rps}`` and ``{users}`` in the command are
+    this share of production's current request rate (one user per request per second)."""
+    baseline_rps: float | None = Field(None, gt=0)
+    """Request rate ``trafficShare`` applies to when production's rate cannot be measured."""
 
 
 class SecretRef(DeployModel):
@@ -874,17 +916,6 @@ class SecretRef(DeployModel):
     of it, JSON) or ``extra.<key>``."""
     variable: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,250}$")
     """Airflow variable holding the secret (instead of a connection)."""
-
-
-class StepReport(DeployModel):
-    """A report the step writes, parsed into findings that go to the ledger."""
-
-    format: Literal["trivy", "pip-audit", "detect-secrets", "cyclonedx", "junit", "terraform-plan", "locust"]
-    """Report format."""
-    path: str | None = None
-    """File the step writes, relative to the working directory; ``{reports}`` is the run's report folder.
-    Default: the command's standard output. In pod mode the report is what the pod writes to
-    ``/airflow/xcom/return.json``."""
 
 
 class PodSettings(DeployModel):

@@ -83,6 +83,8 @@ class ServiceDagBuilder:
         platform = self.config.platform_for(self.environment, self.region)
         settings = platform.model_dump(mode="json", by_alias=False)
         settings["service_root"] = str(self.config.root)
+        if platform.type == "local" and "build-image" in self.svc.steps:
+            settings["run_artifacts"] = True  # replicas run the built artifact, not the working copy
         if self.env is not None:
             settings["strategy"] = self.env.strategy  # blue-green switches a selector instead of weights
         return settings
@@ -330,19 +332,23 @@ class ServiceDagBuilder:
             task_id=task_id or f"{name.replace('-', '_')}_tests", **self.on_platform(), suite_name=name,
             suite=suite.model_dump(mode="python") if suite is not None else None, role=role,
             version=self.release("version"), service_root=str(self.config.root),
-            health_path=self.env.health_check.path if self.env is not None else "/health")
+            health_path=self.env.health_check.path if self.env is not None else "/health",
+            metrics_provider=self.metrics_settings() if suite is not None and suite.traffic_share else None)
 
     # ------------------------------------------------------------------------------------- deploy phases
 
-    def strategy_tasks(self) -> tuple[Any, Any]:
+    def strategy_tasks(self, after_switch: Sequence[Any] = ()) -> tuple[Any, Any]:
         """The strategy's own tasks (recreate, rolling, blue-green or canary), created in the current task
-        group. Returns the first task and the last task of the main path."""
+        group. Returns the first task and the last task of the main path.
+
+        ``after_switch``: test suites that run once the new version takes the traffic. Blue-green runs them
+        before it retires blue, so a failure switches straight back to blue (the configured rollback)."""
         env = self.env
         assert env is not None
         if env.strategy in ("recreate", "rolling"):
             tasks = self._replace_stable(env)
         elif env.strategy == "bluegreen":
-            tasks = self._blue_green(env)
+            tasks = self._blue_green(env, after_switch)
         else:
             tasks = self._canary(env)
         return tasks[0], tasks[-1]
@@ -379,7 +385,7 @@ class ServiceDagBuilder:
         deploy >> wait
         return [deploy, wait]
 
-    def _blue_green(self, env: EnvironmentFile) -> list[Any]:
+    def _blue_green(self, env: EnvironmentFile, after_switch: Sequence[Any] = ()) -> list[Any]:
         switch_settings = env.effective_traffic_switch
         deploy = self._deploy("canary", "deploy_green")
         wait = self._wait("canary", "wait_green_ready")
@@ -399,12 +405,13 @@ class ServiceDagBuilder:
             min_requests=0, failure_limit=1, budget="bluegreen", metrics_provider=self.metrics_settings(),
             rollback_on_failure=switch_settings.rollback_on_error, notification=self.notification())
         retire = self.promote("retire_blue")
-        _chain(deploy, wait, *tests, switch, watch, retire)
+        _chain(deploy, wait, *tests, switch, watch)
+        _chain(watch, *after_switch, retire)  # in the configured order
         if switch_settings.rollback_on_error:
             back = RollbackOperator(task_id="switch_back_to_blue", **self.on_platform(), version=self.release("version"),
                                     notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED, retries=2,
                                     retry_delay=timedelta(seconds=5))
-            [deploy, wait, *tests, switch, watch] >> back
+            [deploy, wait, *tests, switch, watch, *after_switch] >> back
         return [deploy, retire]
 
     def _canary(self, env: EnvironmentFile) -> list[Any]:

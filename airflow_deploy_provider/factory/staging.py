@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG
+from typing import Any
+
+from airflow.sdk import DAG, TriggerRule
 
 from airflow_deploy_provider.factory.builder import (
     ServiceDagBuilder,
@@ -50,14 +52,23 @@ def build(b: ServiceDagBuilder) -> DAG:
         with phase("infrastructure_update", "Apply Terraform changes, wait for stability, update DNS records") \
                 as infrastructure:
             chain_phases(*b.steps(["terraform", "update-dns"]))
-        deploy_group = "blue_green_deployment" if env.strategy == "bluegreen" else f"{env.strategy}_deployment"
-        with phase(deploy_group, "Deploy green, test it, switch traffic from blue to green") as deploy:
-            migrate = migration_task(b)
-            head, tail = b.strategy_tasks()
-            chain_phases(migrate, head)
         with phase("post_deployment_testing", "Full test suite, load testing, DAST, performance benchmarking") \
                 as testing:
-            chain_phases(*[b.suite(name) for name in env.post_deployment_tests])
+            suites = [b.suite(name) for name in env.post_deployment_tests]
+        bluegreen = env.strategy == "bluegreen"
+        deploy_group = "blue_green_deployment" if bluegreen else f"{env.strategy}_deployment"
+        with phase(deploy_group, "Deploy green, test it, switch traffic from blue to green") as deploy:
+            migrate = migration_task(b)
+            # blue-green: the suites run on the traffic before blue is retired (a failure switches back)
+            head, tail = b.strategy_tasks(after_switch=suites if bluegreen else ())
+            chain_phases(migrate, head)
+        if bluegreen:
+            testing = None  # wired inside the blue-green phase
+        else:
+            chain_phases(*suites)
+            if suites and b.auto_rollback:
+                with testing:
+                    trigger_rollback(b, suites)
         with phase("monitoring_setup", "Configure alerts, set up dashboards, enable tracing") as monitoring:
             b.steps(["configure-alerts", "setup-dashboards", "enable-tracing"])
         with phase("notification_and_documentation", "Update release notes, notify stakeholders, document "
@@ -69,6 +80,20 @@ def build(b: ServiceDagBuilder) -> DAG:
         before = docs or _last_present(monitoring, testing, deploy)
         chain_phases(before, [success, failure])  # siblings: both stay leaves, so a failure also fails the run
     return b.finalize(dag, "staging")
+
+
+def trigger_rollback(b: ServiceDagBuilder, suites: list[Any]) -> Any:
+    """After a rollout that already took the traffic, a failed suite starts the environment's rollback DAG
+    (once per run: the rollback's run id derives from this run's)."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    op = TriggerDagRunOperator(
+        task_id="trigger_rollback", trigger_dag_id=f"rollback_{b.name}_{b.environment}",
+        trigger_run_id="after_tests__{{ run_id }}", skip_when_already_exists=True,
+        conf={"reason": "post-deployment tests failed in {{ dag.dag_id }} {{ run_id }}", "trigger": "alert"},
+        trigger_rule=TriggerRule.ONE_FAILED)
+    suites >> op
+    return op
 
 
 def _last_present(*phases):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import subprocess
 from collections.abc import Sequence
@@ -113,8 +113,10 @@ class TestSuiteOperator(PlatformOperatorBase):
     ui_color = "#ceead6"
 
     def __init__(self, *, suite_name: str, suite: dict[str, Any] | None, role: str | None = None, version: str = "",
-                 service_root: str | None = None, health_path: str = "/health", **kwargs: Any) -> None:
+                 service_root: str | None = None, health_path: str = "/health",
+                 metrics_provider: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.metrics_provider = metrics_provider
         if suite is not None and (suite.get("command") is None) == (suite.get("http") is None):
             raise ValueError(f"{self.task_id}: suite {suite_name!r} needs exactly one of command or http")
         self.suite_name = suite_name
@@ -149,18 +151,27 @@ class TestSuiteOperator(PlatformOperatorBase):
             self.log.info("%s %s", "PASS" if r["ok"] else "FAIL", r["what"])
         self.record("test", f"suite {self.suite_name} against {url}: "
                     f"{'passed' if not failed else f'{len(failed)} of {len(results)} failed'}",
-                    data={"suite": self.suite_name, "url": url, "results": results})
+                    data={"suite": self.suite_name, "url": url, "results": results, "version": self.version,
+                          "environment": self.environment})
         if failed:
             raise AirflowException(f"test suite {self.suite_name} failed: " + "; ".join(r["what"] for r in failed))
         return {"suite": self.suite_name, "passed": len(results)}
 
     def _run_command(self, url: str) -> dict[str, Any]:
+        from airflow_deploy_provider.operators.steps import reports_root
+        from airflow_deploy_provider.steps import fill, worker_env
+
         suite = self.suite or {}
-        command = [part.format(url=url, version=self.version, service=self.service, environment=self.environment,
-                               region=self.region or "", port="", image="", commit="", short_sha="", replica="",
-                               run_id="") for part in suite["command"]]
+        reports = reports_root() / self.service / self.environment / (self.version or "unversioned").replace("/", "_") \
+            / f"suite-{self.suite_name}"
+        reports.mkdir(parents=True, exist_ok=True)
+        values = {"url": url, "version": self.version, "service": self.service, "environment": self.environment,
+                  "region": self.region or "", "port": "", "image": "", "commit": "", "short_sha": "",
+                  "replica": "", "run_id": "", "reports": str(reports), **self._load_values(suite)}
+        command = fill(suite["command"], values)
         cwd = Path(self.service_root or ".") / (suite.get("working_dir") or "")
-        env = {**os.environ, **(suite.get("env") or {}), "DEPLOY_URL": url, "DEPLOY_VERSION": self.version}
+        env = worker_env({**(suite.get("env") or {}), "DEPLOY_URL": url, "DEPLOY_VERSION": self.version,
+                          "DEPLOY_REPORTS": str(reports)})
         try:
             proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                                   timeout=self.suite_timeout)
@@ -170,8 +181,76 @@ class TestSuiteOperator(PlatformOperatorBase):
             return {"ok": False, "what": f"{' '.join(command)} timed out after {self.suite_timeout:g}s"}
         for line in (proc.stdout + proc.stderr).splitlines()[-200:]:
             self.log.info("| %s", line)
-        return {"ok": proc.returncode == 0, "what": f"{' '.join(command)} exited with {proc.returncode}",
-                "exit_code": proc.returncode}
+        result = {"ok": proc.returncode == 0, "what": f"{' '.join(command)} exited with {proc.returncode}",
+                  "exit_code": proc.returncode}
+        report = suite.get("report")
+        if report:
+            from airflow_deploy_provider.steps import StepError
+            from airflow_deploy_provider.steps.reports import read_report
+            from airflow_deploy_provider.steps.verdict import judge_suite
+
+            path = report.get("path")
+            try:
+                findings, where = read_report(report["format"], fill([path], values)[0] if path else None,
+                                              proc.stdout, cwd)
+            except StepError as exc:
+                return {**result, "ok": False, "what": f"{result['what']}; {exc}"}
+            previous = self._last_passing_stats()
+            verdict = judge_suite(report["format"], findings, suite.get("criteria"), proc.returncode, previous)
+            result = {**result, **verdict, "report": where,
+                      "what": f"{' '.join(command[:3])}...: {verdict['what']}"}
+        return result
+
+    def _load_values(self, suite: dict[str, Any]) -> dict[str, str]:
+        """``{rps}`` and ``{users}``: the suite's share of production's current request rate."""
+        share = suite.get("traffic_share")
+        if share is None:
+            return {"rps": "", "users": ""}
+        rate = self._production_rate()
+        source = "production's request rate"
+        if rate is None:
+            rate, source = suite.get("baseline_rps"), "baselineRps"
+        if rate is None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"suite {self.suite_name}: production's request rate cannot be measured and "
+                                       "the suite has no baselineRps for its trafficShare")
+        rps = max(1.0, rate * share / 100)
+        self.log.info("Load: %g%% of %s (%.1f rps) = %.1f rps", share, source, rate, rps)
+        return {"rps": f"{rps:.1f}", "users": str(math.ceil(rps))}
+
+    def _production_rate(self) -> float | None:
+        if not self.metrics_provider:
+            return None
+        import asyncio
+
+        from airflow_deploy_provider.config.types import BUILTIN_METRICS
+        from airflow_deploy_provider.metrics.base import MetricQuery
+        from airflow_deploy_provider.registry import get_metric_provider
+
+        version = self.ledger.last_stable_version(self.service, "production")
+        if version is None:
+            return None
+        settings = {**self.metrics_provider, "namespace": "production"}
+        query = MetricQuery(BUILTIN_METRICS["request_rate"], self.service, "production", version,
+                            timedelta(minutes=1))
+        try:
+            result = asyncio.run(get_metric_provider(settings).evaluate(query))
+        except Exception as exc:  # noqa: BLE001 - no measurement: fall back to the baseline
+            self.log.warning("production request rate unavailable: %s", exc)
+            return None
+        return result.value if result.value else None
+
+    def _last_passing_stats(self) -> dict[str, Any] | None:
+        """Aggregated stats of the last passing run of this suite in this environment (for ``maxRegression``)."""
+        for event in reversed(self.ledger.service_events(self.service, kind="test")):
+            data = event.data or {}
+            if data.get("suite") != self.suite_name or data.get("environment", self.environment) != self.environment:
+                continue
+            stats = next((r.get("stats") for r in data.get("results", []) if r.get("stats")), None)
+            if stats and all(r.get("ok") for r in data.get("results", [])):
+                return stats
+        return None
 
 
 def http_checks(base_url: str, checks: list[dict[str, Any]], timeout: float = 10.0) -> list[dict[str, Any]]:

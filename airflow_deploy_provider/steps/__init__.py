@@ -110,5 +110,29 @@ class StepContext:
                 "source_image": self.source_image or "", "port": "", "url": "", "replica": "", "run_id": ""}
 
     def fill(self, parts: list[str]) -> list[str]:
-        values = self.values()
-        return [part.format(**values) for part in parts]
+        return fill(parts, self.values())
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""  # a placeholder that means nothing where it is used (``{port}`` in a build) is empty
+
+
+def worker_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a command on the worker: the worker's own, with the bin folder of Airflow's Python
+    environment first on PATH (tools installed beside Airflow, such as detect-secrets or locust, are found
+    even when the worker was started without activating its virtualenv), then ``extra``."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bindir, *[p for p in env.get("PATH", "").split(os.pathsep) if p != bindir]])
+    return {**env, **extra}
+
+
+def fill(parts: list[str], values: dict[str, Any]) -> list[str]:
+    """Fill ``{placeholder}`` in each part; placeholders without a value here become empty (the config check
+    has refused unknown names already)."""
+    blank = _Blank(values)
+    return [part.format_map(blank) for part in parts]

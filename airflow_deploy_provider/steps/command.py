@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any
 
-from airflow_deploy_provider.steps import StepContext, StepError, StepResult
+from airflow_deploy_provider.steps import StepContext, StepError, StepResult, worker_env
 from airflow_deploy_provider.steps.reports import read_report
 from airflow_deploy_provider.steps.secrets import secret_env
 
@@ -20,8 +19,8 @@ def run_command(ctx: StepContext, runner: dict[str, Any]) -> StepResult:
     verdict comes from the parsed findings (see :func:`airflow_deploy_provider.operators.steps.judge`).
     """
     command = ctx.fill(runner["command"])
-    env = {**os.environ, **(runner.get("env") or {}), **secret_env(runner.get("secrets") or {}),
-           "DEPLOY_REPORTS": str(ctx.reports_dir), "DEPLOY_VERSION": ctx.version, "DEPLOY_IMAGE": ctx.image}
+    env = worker_env({**(runner.get("env") or {}), **secret_env(runner.get("secrets") or {}),
+                      "DEPLOY_REPORTS": str(ctx.reports_dir), "DEPLOY_VERSION": ctx.version, "DEPLOY_IMAGE": ctx.image})
     ctx.log.info("Running %s in %s", command, ctx.work_dir)
     try:
         proc = subprocess.run(command, cwd=ctx.work_dir, env=env, capture_output=True, text=True,

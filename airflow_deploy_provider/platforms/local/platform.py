@@ -37,6 +37,7 @@ from airflow_deploy_provider.platforms.local.state import (
     tail,
     write_json,
 )
+from airflow_deploy_provider.steps import fill
 
 ROUTER_START_TIMEOUT = 15.0
 #: A new replica whose port is not open yet is starting, not failing, for this long after initialDelay (a
@@ -127,7 +128,7 @@ class LocalPlatform(DeploymentPlatform):
 
     def _start_replicas(self, spec: WorkloadSpec, role: str, count: int, first_index: int = 0) -> list[dict[str, Any]]:
         command = python_command(self.settings["command"])
-        root = Path(self.settings.get("service_root") or ".")
+        root = self._source(spec)
         cwd = root / (self.settings.get("working_dir") or "")
         replicas = []
         for index in range(first_index, first_index + count):
@@ -136,7 +137,7 @@ class LocalPlatform(DeploymentPlatform):
                       "environment": self.target.environment, "region": self.target.region or "",
                       "replica": index, "image": spec.image, "url": f"http://127.0.0.1:{port}", "commit": "",
                       "short_sha": "", "run_id": ""}
-            argv = [part.format(**values) for part in command]
+            argv = fill(command, values)
             env = {**os.environ, **(self.settings.get("env") or {}), **spec.env, "DEPLOY_VERSION": spec.version,
                    "DEPLOY_PORT": str(port), "DEPLOY_ROLE": role, "DEPLOY_SERVICE": self.target.service}
             log = self.state.logs / f"{spec.version}-{role}-{index}.log"
@@ -147,6 +148,19 @@ class LocalPlatform(DeploymentPlatform):
                                     reason="CommandFailed") from exc
             replicas.append({**info, "index": index, "port": port, "ready": False})
         return replicas
+
+    def _source(self, spec: WorkloadSpec) -> Path:
+        """Where the replicas of ``spec`` run: the artifact its image names when the service builds artifacts
+        (what was built, scanned and signed is what runs), else the service folder."""
+        if not self.settings.get("run_artifacts"):
+            return Path(self.settings.get("service_root") or ".")
+        from airflow_deploy_provider.steps import StepError
+        from airflow_deploy_provider.steps.artifacts import unpacked
+
+        try:
+            return unpacked(spec.image)
+        except StepError as exc:
+            raise PlatformError(str(exc), reason="ImageNotFound") from exc
 
     @staticmethod
     def _stop(replicas: list[dict[str, Any]] | None) -> None:
