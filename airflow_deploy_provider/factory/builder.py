@@ -330,7 +330,7 @@ class ServiceDagBuilder:
         suite = self.config.suite(name)
         return TestSuiteOperator(
             task_id=task_id or f"{name.replace('-', '_')}_tests", **self.on_platform(), suite_name=name,
-            suite=suite.model_dump(mode="python") if suite is not None else None, role=role,
+            suite=suite.model_dump(mode="python", by_alias=False) if suite is not None else None, role=role,
             version=self.release("version"), service_root=str(self.config.root),
             health_path=self.env.health_check.path if self.env is not None else "/health",
             metrics_provider=self.metrics_settings() if suite is not None and suite.traffic_share else None)
