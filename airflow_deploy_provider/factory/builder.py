@@ -309,7 +309,8 @@ class ServiceDagBuilder:
             return None
         from airflow_deploy_provider.steps.defaults import resolve_runner
 
-        runner = resolve_runner(name, declared.model_dump(mode="python", exclude_none=True),
+        # snake_case keys (working_dir, block_on, content_type, hosted_zone_id), as the steps read them
+        runner = resolve_runner(name, declared.model_dump(mode="python", exclude_none=True, by_alias=False),
                                 self.svc.platform.type)
         assert runner is not None  # the config check refuses an empty entry for a step without a default
         common = {"task_id": task_id or STEP_TASK_IDS[name], **self.common(), "step": name,
