@@ -479,6 +479,21 @@ def _steps(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
         elif not given and default_runner(name, svc.platform.type) is None:
             yield Finding(("steps", name), f"step '{name}' has no default on the {svc.platform.type} platform; "
                           "give it a 'command', an 'image' (pod) or 'http' requests", "step-runner")
+        if step.dns is not None and (name != "update-dns" or given):
+            yield Finding(("steps", name, "dns"), f"step '{name}': 'dns' is the record of the built-in update-dns "
+                          "step; " + ("remove it" if name != "update-dns" else
+                                      f"remove it or the {given[0]!r} that replaces the built-in step"), "step-dns")
+        elif name == "update-dns" and not given and step.dns is None:
+            # The built-in step needs to know which record to upsert: no platform has DNS of its own here.
+            yield Finding(("steps", name), "step 'update-dns' needs a 'dns' setting for its built-in Route53 "
+                          "update (dns: {hostedZoneId: ..., connection: ...}), or a 'command', an 'image' (pod) or "
+                          "'http' requests", "step-dns")
+        if name == "terraform" and not given and root is not None:
+            folder = root / (step.working_dir or "infra")
+            if not folder.is_dir() or not (any(folder.glob("*.tf")) or any(folder.glob("*.tf.json"))):
+                yield Finding(("steps", name), f"step 'terraform' plans the Terraform configuration in "
+                              f"'{step.working_dir or 'infra'}' of the service folder, which has no *.tf files; "
+                              "set 'workingDir' to the configuration's folder", "step-terraform-config")
         if step.args and step.image is None:
             yield Finding(("steps", name, "args"), f"step '{name}': 'args' are for pods ('image'); a command "
                           "takes its arguments in 'command'", "step-runner")

@@ -950,6 +950,27 @@ class StepRequest(DeployModel):
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 
 
+class StepDns(DeployModel):
+    """The DNS record of ``update-dns``: upserted in a Route53 hosted zone, pointing at the environment."""
+
+    provider: Literal["route53"] = "route53"
+    """DNS provider."""
+    connection: ConnId = "aws_default"
+    """AWS connection used for Route53."""
+    hosted_zone_id: str = Field(min_length=1, max_length=64)
+    """Route53 hosted zone id."""
+    record_name: str | None = None
+    """Record name; ``{service}``, ``{environment}`` and ``{region}`` are filled in. Default:
+    ``<service>.<zone>`` in production, ``<service>-<environment>.<zone>`` elsewhere (``-<region>`` added in a
+    region)."""
+    target: str | None = None
+    """Host name (a CNAME record) or IP address (an A or AAAA record) the record points at; the same
+    placeholders. Default: the host of the platform's live endpoint (``platform.endpoints.live``; on ECS the
+    load balancer's DNS name)."""
+    ttl: int = Field(60, ge=0, le=172800)
+    """Time to live of the record, in seconds."""
+
+
 class StepRunner(DeployModel):
     """A pipeline step (build, scan, promotion, infrastructure, monitoring set-up, documentation): a command on the
     worker, a Kubernetes pod, HTTP requests, or the step's built-in default (an empty entry)."""
@@ -977,6 +998,9 @@ class StepRunner(DeployModel):
     report: StepReport | None = None
     """Report the step writes, parsed into findings (default: the step's own, for example ``trivy`` for
     ``scan-cves``)."""
+    dns: StepDns | None = None
+    """``update-dns``: the record its built-in default upserts through Route53 (required without a command, an
+    image or requests)."""
     block_on: list[Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]] | None = None
     """Scans: finding severities that fail the step and the checklist's ``securityScanClean``. Default:
     ``[CRITICAL, HIGH]``; in the hotfix workflow ``[CRITICAL]`` (blocking CVEs only). Secrets always block."""

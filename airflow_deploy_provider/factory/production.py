@@ -152,13 +152,20 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
                    "readiness") as gate:
             approval_gate(b)
         with phase("pre_deployment_actions", "Scale up, snapshot the current state, disable autoscaling, set the "
-                   "deployment start marker") as actions:
+                   "deployment start marker; set up alerts, dashboards, tracing and the deployment annotation") \
+                as actions:
             scale = ScaleOperator(task_id="scale_up", **b.on_platform(), role="stable", replicas=env.replicas)
             snapshot = SnapshotOperator(task_id="snapshot_current_state", **b.on_platform())
             disable = AutoscalingOperator(task_id="disable_autoscaling", **b.on_platform(), enabled=False)
             marker = DeploymentMarkerOperator(task_id="set_deployment_start_marker", **b.on_platform(),
                                               version=b.release("version"))
-            chain_phases(scale, snapshot, disable, marker)
+            # Monitoring set-up of the new version: alert rules and dashboards are in place before the canary
+            # takes traffic, and the annotation marks the same moment as the start marker. Here a failed request
+            # stops the run before the new version is deployed; after the rollout it would set off the watch's
+            # restore of the previous version.
+            monitoring_setup = b.steps(["configure-alerts", "setup-dashboards", "enable-tracing",
+                                        "annotate-deployment"])
+            chain_phases(scale, snapshot, disable, marker, monitoring_setup)
         deploy_group = {"canary": "canary_deployment", "bluegreen": "blue_green_deployment"}.get(
             env.strategy, f"{env.strategy}_deployment")
         with phase(deploy_group, "Progressive canary: each step shifts traffic and watches the metric gate; "

@@ -69,8 +69,9 @@ def build(b: ServiceDagBuilder) -> DAG:
             if suites and b.auto_rollback:
                 with testing:
                     trigger_rollback(b, suites)
-        with phase("monitoring_setup", "Configure alerts, set up dashboards, enable tracing") as monitoring:
-            b.steps(["configure-alerts", "setup-dashboards", "enable-tracing"])
+        with phase("monitoring_setup", "Configure alerts, set up dashboards, enable tracing, annotate the "
+                   "deployment") as monitoring:
+            b.steps(["configure-alerts", "setup-dashboards", "enable-tracing", "annotate-deployment"])
         with phase("notification_and_documentation", "Update release notes, notify stakeholders, document "
                    "configuration changes"):
             docs = b.steps(["release-notes", "document-config-changes"])

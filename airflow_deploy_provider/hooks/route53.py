@@ -163,3 +163,42 @@ class Route53WeightHook(AwsBaseHook):
         if comment:
             batch["Comment"] = comment[:256]
         return self.conn.change_resource_record_sets(HostedZoneId=hosted_zone_id, ChangeBatch=batch)["ChangeInfo"]
+
+
+class Route53RecordHook(AwsBaseHook):
+    """
+    Reads and upserts the simple (non-weighted) record sets of one name, for the ``update-dns`` step.
+
+    :param aws_conn_id: the AWS connection (its ``endpoint_url`` extra may point at a test server).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "route53"
+        super().__init__(*args, **kwargs)
+
+    def zone_name(self, hosted_zone_id: str) -> str:
+        """The hosted zone's domain, with its final dot (``example.com.``)."""
+        return normalize_name(self.conn.get_hosted_zone(Id=hosted_zone_id)["HostedZone"]["Name"])
+
+    def record_sets(self, hosted_zone_id: str, record_name: str) -> list[dict[str, Any]]:
+        """Every record set named ``record_name`` (any type, weighted ones included)."""
+        wanted = normalize_name(record_name)
+        found: list[dict[str, Any]] = []
+        paginator = self.conn.get_paginator("list_resource_record_sets")
+        for page in paginator.paginate(HostedZoneId=hosted_zone_id, StartRecordName=wanted):
+            for record in page["ResourceRecordSets"]:
+                if normalize_name(record["Name"]) != wanted:
+                    return found  # listed in order from record_name: the rest are other names
+                found.append(record)
+        return found
+
+    def upsert(self, hosted_zone_id: str, record: dict[str, Any], comment: str = "") -> dict[str, Any]:
+        """UPSERT one record set; returns the change's ``ChangeInfo`` (``Id``, ``Status``)."""
+        batch: dict[str, Any] = {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": record}]}
+        if comment:
+            batch["Comment"] = comment[:256]
+        return self.conn.change_resource_record_sets(HostedZoneId=hosted_zone_id, ChangeBatch=batch)["ChangeInfo"]
+
+    def change_status(self, change_id: str) -> str:
+        """``PENDING`` or ``INSYNC``."""
+        return self.conn.get_change(Id=change_id)["ChangeInfo"]["Status"]

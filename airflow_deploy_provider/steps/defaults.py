@@ -42,7 +42,9 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "generate-sbom": {"*": {"command": ["cyclonedx-py", "requirements", "requirements.txt", "--output-format", "JSON",
                                         "--output-file", "{reports}/sbom.json"],
                             "report": {"format": "cyclonedx", "path": "{reports}/sbom.json"}}},
-    "terraform": {"*": {_BUILTIN: "airflow_deploy_provider.steps.terraform:plan_and_apply"}},
+    "terraform": {"*": {_BUILTIN: "airflow_deploy_provider.steps.terraform:plan_and_apply", "working_dir": "infra"}},
+    # The built-in DNS update needs the step's ``dns`` setting (which record, which zone): the config check
+    # refuses an empty ``update-dns: {}``.
     "update-dns": {"*": {_BUILTIN: "airflow_deploy_provider.steps.dns:update_records"}},
     "release-notes": {"*": {_BUILTIN: "airflow_deploy_provider.steps.documentation:release_notes"}},
     "document-config-changes": {"*": {_BUILTIN: "airflow_deploy_provider.steps.documentation:config_changes"}},
