@@ -127,3 +127,35 @@ def test_a_committed_secret_stops_the_build_before_anything_is_deployed(storefro
     assert "wJalrXUtnFEMI" not in json.dumps(step.data)  # the finding names the place, never the secret
     assert not LocalPlatform({"type": "local", "command": []}, Target("storefront", "development")).state.read() \
         .get("roles", {}).get("stable")
+
+
+def test_staging_promotes_the_built_artifact_signed_and_load_tested(storefront, ledger, monkeypatch):
+    """Staging re-tags the development artifact (same digest, no rebuild), signs it, deploys it blue-green, and
+    load-tests the switched traffic at a share of production's rate before blue is retired."""
+    from tests.test_steps_security import signing_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_COSIGN", signing_connection())
+    with (storefront.root / ".deploy" / "service.yaml").open("a") as fh:
+        fh.write("approvals:\n  staging: {enabled: false}\n")
+    sha = storefront.commit("feat: staging for the storefront")
+    state, tasks = storefront.run("deploy_storefront_development", commit=sha)
+    assert state == "success", tasks
+    state, tasks = storefront.run("deploy_storefront_staging", version=sha[:7])
+    assert state == "success", tasks
+
+    dev_image, staging_image = f"storefront:dev-{sha[:7]}", f"storefront:staging-{sha[:7]}"
+    (deployment,) = ledger.deployments("storefront", "staging")
+    assert deployment.image == staging_image
+    steps = {e.data["step"]: e.data for e in ledger.events(deployment.id, kind="step")}
+    assert steps["retag-image"]["artifacts"]["source"] == dev_image
+    assert artifacts.lookup(staging_image)["digest"] == artifacts.lookup(dev_image)["digest"]  # not rebuilt
+    assert steps["sign-image"]["ok"] and steps["sign-image"]["artifacts"]["digest"] == \
+        artifacts.lookup(staging_image)["digest"]
+    assert "release-notes" in steps and "document-config-changes" in steps
+
+    (load,) = [e for e in ledger.events(deployment.id, kind="test") if e.data["suite"] == "load"]
+    (result,) = load.data["results"]
+    assert result["ok"] and result["stats"]["requests"] >= 20 and result["stats"]["failures"] == 0
+    # the suites ran on the switched traffic, before blue was retired
+    order = [(e.task_id or "").rsplit(".", 1)[-1] for e in ledger.events(deployment.id)]
+    assert order.index("switch_traffic") < order.index("load_tests") < order.index("retire_blue")
