@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk.exceptions import AirflowException
 
@@ -113,50 +113,23 @@ class PipelineStepOperator(DeploymentBaseOperator):
         version = str(self.version or "")
         reports = reports_root() / self.service / self.environment / _safe(version or "unversioned") / self.step
         reports.mkdir(parents=True, exist_ok=True)
-        previous_commit = None
-        if self.previous_version:
-            row = next((d for d in self.ledger.deployments(self.service) if d.version == self.previous_version
-                        and d.commit_sha), None)
-            previous_commit = row.commit_sha if row else None
+        previous_commit, source_image = release_history(self, version, self.previous_version)
         return StepContext(
             step=self.step, service=self.service, environment=self.environment, region=self.region,
             version=version, image=str(self.image or ""), commit=str(self.commit or ""), service_root=root,
             work_dir=root / (self.runner.get("working_dir") or ""), reports_dir=reports, runner=self.runner,
             platform=self.platform, deployment_id=self.deployment_id, workflow=self.workflow,
             previous_version=self.previous_version or None, previous_commit=previous_commit,
-            source_image=self._source_image(version), timeout=self.step_timeout, notification=self.notification,
+            source_image=source_image, timeout=self.step_timeout, notification=self.notification,
             ledger=self.ledger, log=self.log)
-
-    def _source_image(self, version: str) -> str | None:
-        """The image this version had in an earlier environment (what a promotion re-tags)."""
-        row = next((d for d in self.ledger.deployments(self.service, status=["succeeded"])
-                    if d.version == version and d.environment != self.environment and d.image), None)
-        return row.image if row else None
 
     def execute(self, context: Any) -> dict[str, Any]:
         ctx = self.step_context(context)
         try:
             result = self.run_step(ctx)
         except StepError as exc:
-            self.record("step", f"{self.step}: FAILED, {exc}", data={"step": self.step, "ok": False,
-                                                                     "version": ctx.version, "error": str(exc)})
-            raise AirflowException(f"step {self.step} failed: {exc}") from None
-        result = judge(ctx, result)
-        data = {"step": self.step, "version": ctx.version, "image": ctx.image, "mode": self.mode,
-                **result.ledger_data()}
-        self.record("step", f"{self.step}: {'ok' if result.ok else 'FAILED'}, {result.summary}", data=data)
-        if self.step in SCAN_STEPS and "report" in result.data:
-            self.record("scan", f"{self.step} of {ctx.version}: {result.summary}",
-                        data={"step": self.step, "version": ctx.version, "image": ctx.image,
-                              "blocking": result.blocking, "counts": result.counts(),
-                              "block_on": list(ctx.block_on), "tool": result.data["report"]["format"]})
-        for finding in result.findings[:20]:
-            if finding.kind in ("cve", "secret") or finding.passed is False:
-                self.log.info("%s %s %s %s", finding.severity, finding.id, finding.location, finding.title)
-        if not result.ok:
-            raise AirflowException(f"step {self.step} failed: {result.summary}")
-        return {"step": self.step, "ok": True, "summary": result.summary, "exit_code": result.exit_code,
-                "artifacts": result.artifacts, "changed": result.changed}
+            record_step_error(self, ctx, exc)
+        return record_step_result(self, ctx, result, self.mode)
 
     def run_step(self, ctx: StepContext) -> StepResult:
         if self.mode == "command":
@@ -170,6 +143,48 @@ class PipelineStepOperator(DeploymentBaseOperator):
         from airflow_deploy_provider.steps.defaults import builtin_function
 
         return builtin_function(self.runner["builtin"])(ctx)
+
+
+def release_history(op: DeploymentBaseOperator, version: str,
+                    previous_version: str | None) -> tuple[str | None, str | None]:
+    """From the ledger: the commit of the version this one replaces, and the image this version had in an
+    earlier environment (what a promotion re-tags)."""
+    previous_commit = None
+    if previous_version:
+        row = next((d for d in op.ledger.deployments(op.service) if d.version == previous_version
+                    and d.commit_sha), None)
+        previous_commit = row.commit_sha if row else None
+    source = next((d for d in op.ledger.deployments(op.service, status=["succeeded"])
+                   if d.version == version and d.environment != op.environment and d.image), None)
+    return previous_commit, source.image if source else None
+
+
+def record_step_error(op: DeploymentBaseOperator, ctx: StepContext, exc: StepError) -> NoReturn:
+    """A step that could not run (or whose report is unreadable): a failed ``step`` event, and the task fails."""
+    op.record("step", f"{ctx.step}: FAILED, {exc}", data={"step": ctx.step, "ok": False, "version": ctx.version,
+                                                          "error": str(exc)})
+    raise AirflowException(f"step {ctx.step} failed: {exc}") from None
+
+
+def record_step_result(op: DeploymentBaseOperator, ctx: StepContext, result: StepResult, mode: str) -> dict[str, Any]:
+    """Judge a step's result, record it (a ``step`` event; scans also a ``scan`` event for the production
+    checklist), log its blocking findings; fail the task when the step failed. Returns the task's XCom value.
+    Shared by the worker steps and the pod steps."""
+    result = judge(ctx, result)
+    data = {"step": ctx.step, "version": ctx.version, "image": ctx.image, "mode": mode, **result.ledger_data()}
+    op.record("step", f"{ctx.step}: {'ok' if result.ok else 'FAILED'}, {result.summary}", data=data)
+    if ctx.step in SCAN_STEPS and "report" in result.data:
+        op.record("scan", f"{ctx.step} of {ctx.version}: {result.summary}",
+                  data={"step": ctx.step, "version": ctx.version, "image": ctx.image,
+                        "blocking": result.blocking, "counts": result.counts(),
+                        "block_on": list(ctx.block_on), "tool": result.data["report"]["format"]})
+    for finding in result.findings[:20]:
+        if finding.kind in ("cve", "secret") or finding.passed is False:
+            op.log.info("%s %s %s %s", finding.severity, finding.id, finding.location, finding.title)
+    if not result.ok:
+        raise AirflowException(f"step {ctx.step} failed: {result.summary}")
+    return {"step": ctx.step, "ok": True, "summary": result.summary, "exit_code": result.exit_code,
+            "artifacts": result.artifacts, "changed": result.changed}
 
 
 def _safe(text: str) -> str:
