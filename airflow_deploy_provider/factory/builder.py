@@ -320,7 +320,8 @@ class ServiceDagBuilder:
         if runner.get("image"):
             from airflow_deploy_provider.operators.pod_step import PodStepOperator
 
-            return PodStepOperator(**common, runner=runner, platform=self.platform_settings())
+            return PodStepOperator(**common, runner=runner, platform=self.platform_settings(),
+                                   deferrable=self.deferrable)
         return PipelineStepOperator(**common, runner=runner, platform=self.platform_settings(),
                                     notification=self.notification())
 
