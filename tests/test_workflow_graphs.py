@@ -163,9 +163,13 @@ def test_single_region_production_has_the_checklist(hello_dags):
 def test_checklist_of_the_full_example(checkout_dags):
     dag = checkout_dags["deploy_checkout_production"]
     items = {t.split(".")[1] for t in dag.task_dict if t.startswith("pre_deployment_checklist.")}
+    # the example signs its images (steps.sign-image): production refuses an unsigned one
     assert items == {"staging_tests_passed", "security_scan_clean", "release_notes_prepared",
                      "rollback_plan_documented", "on_call_team_notified", "maintenance_window_scheduled",
-                     "database_backup_completed", "checklist_report"}
+                     "database_backup_completed", "verify_image_signature", "checklist_report"}
+    assert dag.task_dict["pre_deployment_checklist.security_scan_clean"].settings == {
+        "scan_steps": ["scan-cves", "scan-secrets"]}
+    assert dag.task_dict["pre_deployment_checklist.verify_image_signature"].platform_type == "kubernetes"
     chain_of(dag, ["approval_gate.approve", "approval_gate.verify_maintenance_window",
                    "approval_gate.confirm_rollback_readiness"])
     # what is left of the window must hold the rest of the run: everything after the check, not before it

@@ -27,9 +27,11 @@ from airflow_deploy_provider.operators.deploy import (
     SnapshotOperator,
 )
 from airflow_deploy_provider.operators.gate import MetricGateOperator
+from airflow_deploy_provider.operators.steps import SCAN_STEPS
 from airflow_deploy_provider.operators.validation import (
     ChecklistItemOperator,
     ChecklistReportOperator,
+    ImageSignatureOperator,
     LogValidationOperator,
     RollbackReadinessOperator,
 )
@@ -78,6 +80,7 @@ def checklist(b: ServiceDagBuilder) -> list[Any]:
             continue
         settings: dict[str, Any] = {
             "staging_tests_passed": {"has_staging": "staging" in b.config.environments},
+            "security_scan_clean": {"scan_steps": [s for s in SCAN_STEPS if s in b.svc.steps]},
             "release_notes": {"release_notes_location": items.release_notes_location,
                               "service_root": str(b.config.root)},
             "rollback_plan": {"rollback_dag_id": rollback_dag_id(b)},
@@ -89,6 +92,12 @@ def checklist(b: ServiceDagBuilder) -> list[Any]:
         }.get(item, {})
         tasks.append(ChecklistItemOperator(task_id=task_id, **b.common(), item=item, version=b.release("version"),
                                            settings=settings))
+    signing = b.svc.steps.get("sign-image")
+    if signing is not None:  # signing is configured: production refuses an unsigned image, whatever the items
+        tasks.append(ImageSignatureOperator(
+            task_id="verify_image_signature", **b.common(), version=b.release("version"), image=b.release("image"),
+            platform_type=b.svc.platform.type,
+            secrets=signing.model_dump(mode="python", exclude_none=True).get("secrets") or {}))
     if not tasks:
         return tasks
     # all_done: it also runs when the start skipped the run, so its version must render without a release
@@ -144,8 +153,8 @@ def build(b: ServiceDagBuilder, *, regional: bool = False) -> DAG:
         start = b.start(tag_template=production_tag(b), commit="{{ params.commit or '' }}",
                         parent_id="{{ dag_run.conf.get('parent_id', '') }}", promote_from="staging",
                         parent_dag_id=f"deploy_{b.name}_production" if regional else None)
-        with phase("pre_deployment_checklist", "Staging passed, security scan clean, release notes, rollback plan, "
-                   "on-call notified, maintenance window, database backup") as checks:
+        with phase("pre_deployment_checklist", "Staging passed, security scan clean, image signed, release notes, "
+                   "rollback plan, on-call notified, maintenance window, database backup") as checks:
             if not regional:  # a regional run is covered by the global rollout's checklist
                 checklist(b)
         with phase("approval_gate", "Two approvals (tech lead + product), maintenance window, rollback "

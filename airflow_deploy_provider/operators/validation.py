@@ -454,13 +454,15 @@ class ChecklistItemOperator(DeploymentBaseOperator):
     Template fields: ``deployment_id``, ``version``.
 
     :param item: ``staging_tests_passed``, ``security_scan_clean``, ``release_notes``, ``rollback_plan``,
-        ``on_call_notified``, ``maintenance_window`` or ``database_backup``.
+        ``on_call_notified``, ``maintenance_window``, ``database_backup`` or ``image_signature`` (see
+        :class:`ImageSignatureOperator`).
     :param version: the version to deploy (templated).
-    :param settings: item settings (for example the release notes location).
+    :param settings: item settings (for example the release notes location; ``security_scan_clean``:
+        ``scan_steps``, the scan steps the service declares).
     """
 
     ITEMS = ("staging_tests_passed", "security_scan_clean", "release_notes", "rollback_plan", "on_call_notified",
-             "maintenance_window", "database_backup")
+             "maintenance_window", "database_backup", "image_signature")
     template_fields: Sequence[str] = ("deployment_id", "version")
 
     def __init__(self, *, item: str, version: str, settings: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -492,16 +494,37 @@ class ChecklistItemOperator(DeploymentBaseOperator):
         return check_passed(self.ledger, self.service, "staging", self.version)
 
     def _security_scan_clean(self, context: Any) -> str:
-        scans = [e for e in self.ledger.service_events(self.service, kind="scan")
-                 if e.data.get("version") == self.version]
-        if not scans:
-            raise AirflowFailException(f"no security scan result recorded for {self.version} (the build's scan step "
-                                       "records it); configure the scan or turn the item off")
-        latest = max(scans, key=lambda e: e.at)
-        blocking = int(latest.data.get("blocking") or 0)
-        if blocking:
-            raise AirflowFailException(f"the security scan of {self.version} has {blocking} blocking finding(s)")
-        return f"scan of {self.version} on {latest.at:%Y-%m-%d %H:%M}: no blocking findings"
+        """Every scan step of the version is clean: the latest result of each (``scan-cves``, ``scan-secrets``)
+        has no blocking finding, and each scan step the service declares recorded one."""
+        latest: dict[str, Any] = {}
+        for event in self.ledger.service_events(self.service, kind="scan"):
+            if event.data.get("version") == self.version:
+                latest[event.data.get("step") or "scan"] = event  # oldest first: the last one stays
+        expected = list(self.settings.get("scan_steps") or [])
+        missing = [step for step in expected if step not in latest]
+        if not latest:
+            raise AirflowFailException(
+                f"no security scan result recorded for {self.version}"
+                + (f" ({', '.join(expected)} did not run for it, or could not read its report)" if expected
+                   else " (the build's scan steps record it)") + "; configure the scan or turn the item off")
+        blocking = {step: int(e.data.get("blocking") or 0) for step, e in latest.items()
+                    if int(e.data.get("blocking") or 0)}
+        problems = [f"{step} has {n} blocking finding(s)" for step, n in blocking.items()]
+        problems += [f"{step} recorded no result for it" for step in missing]
+        if problems:
+            raise AirflowFailException(f"the security scan of {self.version} is not clean: {'; '.join(problems)}")
+        return f"{self.version}: " + ", ".join(f"{step} clean ({e.at:%Y-%m-%d %H:%M})" for step, e in latest.items())
+
+    def _image_signature(self, context: Any) -> str:
+        from airflow_deploy_provider.steps import StepError
+        from airflow_deploy_provider.steps.signing import check_image
+
+        try:
+            return check_image(self.settings.get("image") or "", platform_type=self.settings.get("platform_type")
+                               or "local", secrets=self.settings.get("secrets"), ledger=self.ledger,
+                               service=self.service)
+        except StepError as exc:
+            raise AirflowFailException(f"refusing the image: {exc}") from None
 
     def _release_notes(self, context: Any) -> str:
         # Notes the release-notes step generated for this version (staging's run) count first.
@@ -590,6 +613,39 @@ class ChecklistItemOperator(DeploymentBaseOperator):
             raise AirflowFailException(f"outside the maintenance window ({where}); the next one starts "
                                        f"{following:%Y-%m-%d %H:%M %Z}")
         return f"inside the maintenance window until {end:%Y-%m-%d %H:%M %Z}"
+
+
+class ImageSignatureOperator(ChecklistItemOperator):
+    """
+    Production refuses an unsigned image (the service declares ``sign-image``): a pre-deployment checklist
+    item. On the local platform the artifact's signature is verified with the public key of the signing key's
+    connection; on a cluster with ``cosign verify`` when cosign is on the worker, else from the ledger (a
+    successful ``sign-image`` step for this image's digest; an admission policy on the cluster is the real
+    guard there). See :func:`airflow_deploy_provider.steps.signing.check_image`.
+
+    Template fields: ``deployment_id``, ``version``, ``image``.
+
+    :param image: the image to deploy (templated).
+    :param platform_type: ``local``, ``kubernetes`` or ``ecs``.
+    :param secrets: the ``sign-image`` step's secrets (where the keys are); default the ``cosign`` connection.
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "version", "image")
+
+    def __init__(self, *, image: str, version: str, platform_type: str,
+                 secrets: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(item="image_signature", version=version, **kwargs)
+        self.image = image
+        self.platform_type = platform_type
+        self.secrets = secrets or {}
+
+    def describe(self) -> str:
+        how = "with the public key" if self.platform_type == "local" else "with cosign, else from the ledger"
+        return f"checklist: refuse an unsigned image (verify its signature {how})"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self.settings = {"image": self.image, "platform_type": self.platform_type, "secrets": self.secrets}
+        return super().execute(context)
 
 
 class ChecklistReportOperator(NotifyingMixin, DeploymentBaseOperator):

@@ -7,12 +7,20 @@ platform builds and signs its own artifacts; on a cluster the same steps run as 
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from airflow_deploy_provider.steps.artifacts import EXCLUDED
 
 KANIKO = "gcr.io/kaniko-project/executor:v1.23.2"
 CRANE = "gcr.io/go-containerregistry/crane:v0.20.2"
 COSIGN = "ghcr.io/sigstore/cosign/cosign:v2.4.1"
 TRIVY = "aquasec/trivy:0.58.1"
+
+#: Paths detect-secrets leaves out (a regex on the path): what the local build leaves out of the artifact (VCS
+#: data, caches, virtualenvs, reports), so the scan covers what ships and not, say, the unit tests' pytest cache
+#: (whose CACHEDIR.TAG reads as a high-entropy string).
+SECRET_SCAN_EXCLUDED = "(^|/)(" + "|".join(re.escape(name) for name in sorted(EXCLUDED)) + ")/"
 
 _BUILTIN = "builtin"
 _CLUSTER = ("kubernetes", "ecs")
@@ -37,7 +45,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                   "*": {"image": TRIVY, "args": ["image", "--format", "json", "--output",
                                                  "/airflow/xcom/return.json", "{image}"],
                         "report": {"format": "trivy"}}},
-    "scan-secrets": {"*": {"command": ["detect-secrets", "scan", "--all-files"],
+    "scan-secrets": {"*": {"command": ["detect-secrets", "scan", "--all-files", "--exclude-files",
+                                       SECRET_SCAN_EXCLUDED],
                            "report": {"format": "detect-secrets"}}},
     "generate-sbom": {"*": {"command": ["cyclonedx-py", "requirements", "requirements.txt", "--output-format", "JSON",
                                         "--output-file", "{reports}/sbom.json"],
