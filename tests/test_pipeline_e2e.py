@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -19,6 +20,7 @@ import requests
 from airflow_deploy_provider.platforms.base import Target
 from airflow_deploy_provider.platforms.local import platform as local
 from airflow_deploy_provider.platforms.local.platform import LocalPlatform
+from airflow_deploy_provider.platforms.local.state import free_port
 from airflow_deploy_provider.steps import artifacts
 from tests.conftest import SERVICES, CaptureServer
 
@@ -106,7 +108,7 @@ def test_development_builds_scans_deploys_what_was_built_and_notifies(storefront
     health = requests.get(platform.endpoint("stable") + "/health", timeout=5).json()
     assert health["version"] == sha[:7]
 
-    texts = storefront.slack.texts()
+    texts = storefront.slack.texts
     assert any("storefront" in t and sha[:7] in t and "succeeded" in t.lower() for t in texts), texts
 
 
@@ -137,10 +139,21 @@ def test_staging_promotes_the_built_artifact_signed_and_load_tested(storefront, 
     monkeypatch.setenv("AIRFLOW_CONN_COSIGN", signing_connection())
     with (storefront.root / ".deploy" / "service.yaml").open("a") as fh:
         fh.write("approvals:\n  staging: {enabled: false}\n")
+    port = free_port()
+    with (storefront.root / ".deploy" / "staging.yaml").open("a") as fh:  # a short watch on a known port
+        fh.write(f"platform:\n  port: {port}\ntrafficSwitch:\n  testDuration: 3s\n"
+                 "healthCheck:\n  initialDelay: 1s\n  interval: 1s\n")
     sha = storefront.commit("feat: staging for the storefront")
     state, tasks = storefront.run("deploy_storefront_development", commit=sha)
     assert state == "success", tasks
-    state, tasks = storefront.run("deploy_storefront_staging", version=sha[:7])
+    # users on staging while it switches: the watch after the switch needs requests to judge
+    load = subprocess.Popen([sys.executable, "-m", "airflow_deploy_provider.demo.load",
+                             f"http://127.0.0.1:{port}/api/cart", "--rps", "30", "--quiet"])
+    try:
+        state, tasks = storefront.run("deploy_storefront_staging", version=sha[:7])
+    finally:
+        load.terminate()
+        load.wait(10)
     assert state == "success", tasks
 
     dev_image, staging_image = f"storefront:dev-{sha[:7]}", f"storefront:staging-{sha[:7]}"

@@ -223,6 +223,14 @@ class StartDeploymentOperator(NotifyingMixin, DeploymentBaseOperator):
         if version is None:
             raise ValueError("no version given: set the 'version' parameter" +
                              (" or 'commit'" if "short_sha" in self.tag_template else ""))
+        if commit is None and self.promote_from:
+            # a promotion someone triggered with only the version: the commit is the one that passed before
+            # (release notes and the lead time need it)
+            passed = next((d for d in self.ledger.deployments(self.service, self.promote_from, status=["succeeded"])
+                           if d.version == version and d.commit_sha), None)
+            if passed is not None:
+                commit, short_sha = passed.commit_sha, passed.commit_sha[:7]
+                commit_time = commit_time or passed.commit_time
         if image is None:
             if self.kind == "rollback":
                 row = next((d for d in self.ledger.deployments(self.service, self.environment,
