@@ -242,6 +242,8 @@ def cmd_local(args: argparse.Namespace) -> int:
                 print(f"  {role:<7} {r['version']:<20} {r['alive']}/{r['replicas']} replicas alive, {share}% of traffic")
         if st.get("updating_to"):
             print(f"  updating to {st['updating_to']}")
+        if st.get("maintenance"):
+            print("  maintenance mode ON: live traffic gets the maintenance page")
     return EXIT_OK
 
 

@@ -239,3 +239,59 @@ def test_missing_stable_service_or_rule_is_a_clear_error(aws, shop):
     p.deploy(spec("2.0.0"), "canary")
     with pytest.raises(PlatformError, match="listenerRuleArn"):
         p.set_traffic(10)
+
+
+def listener_rules(aws, lb) -> dict[str, dict]:
+    """Priority -> rule of the load balancer's listener (the default rule left out)."""
+    rules = aws.client("elbv2").describe_rules(ListenerArn=lb.listener_arn)["Rules"]
+    return {r["Priority"]: r for r in rules if not r["IsDefault"]}
+
+
+def test_maintenance_mode_is_a_fixed_response_rule_in_front_of_the_service(aws, shop):
+    from airflow_deploy_provider.platforms.ecs.platform import MAINTENANCE_TAG
+    from airflow_deploy_provider.registry import NotImplementedForPlatform
+
+    elb = aws.client("elbv2")
+    # another service's rule takes priority 9: the maintenance rule goes to the next free one ahead of ours
+    elb.create_rule(ListenerArn=shop.listener_arn, Priority=9, Conditions=[
+        {"Field": "host-header", "Values": ["other.example.com"]}], Actions=[
+        {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])
+    p = make(shop)
+    assert EcsPlatform.maintenance_support(p.settings) is None
+    assert p.maintenance().enabled is False
+    state = p.set_maintenance(True, "Checkout is paused <5 minutes>.")
+    assert (state.enabled, state.message) == (True, "Checkout is paused <5 minutes>.")
+    rules = listener_rules(aws, shop)
+    assert sorted(rules, key=int) == ["8", "9", "10"]
+    rule = rules["8"]
+    (action,) = rule["Actions"]
+    assert action["Type"] == "fixed-response" and action["FixedResponseConfig"]["StatusCode"] == "503"
+    assert "Checkout is paused &lt;5 minutes&gt;." in action["FixedResponseConfig"]["MessageBody"]
+    assert [c["Field"] for c in rule["Conditions"]] == ["path-pattern"]  # the service rule's conditions
+    (tags,) = elb.describe_tags(ResourceArns=[rule["RuleArn"]])["TagDescriptions"]
+    assert {"Key": MAINTENANCE_TAG, "Value": shop.rule_arn} in tags["Tags"]
+    # again (a retry): nothing new; another message: the same rule, changed
+    assert p.set_maintenance(True, "Checkout is paused <5 minutes>.").enabled
+    assert p.set_maintenance(True, "Back soon.").message == "Back soon."
+    assert sorted(listener_rules(aws, shop), key=int) == ["8", "9", "10"]
+    # deployments behind the page go on: the service rule's weights still move
+    p.deploy(spec("2.0.0"), "canary")
+    wait_ready(p, "canary", "2.0.0")
+    assert p.set_traffic(20).canary_weight == 20
+    assert rule_weights(aws, shop.rule_arn) == {shop.stable_tg: 80, shop.canary_tg: 20}
+    assert p.set_maintenance(False).enabled is False
+    assert sorted(listener_rules(aws, shop), key=int) == ["9", "10"]
+    assert p.set_maintenance(False).enabled is False  # leaving twice is fine
+    # without the listener rule there is nothing to answer from: refused, and the factory does not offer it
+    bare = make(shop, listener_rule_arn=None)
+    assert "listenerRuleArn" in EcsPlatform.maintenance_support(bare.settings)
+    with pytest.raises(NotImplementedForPlatform, match="listenerRuleArn"):
+        bare.set_maintenance(True, "x")
+
+
+def test_maintenance_rule_needs_a_free_priority_ahead(aws, shop):
+    elb = aws.client("elbv2")
+    rules = {r["Priority"]: r for r in elb.describe_rules(ListenerArn=shop.listener_arn)["Rules"]}
+    elb.set_rule_priorities(RulePriorities=[{"RuleArn": rules["10"]["RuleArn"], "Priority": 1}])
+    with pytest.raises(PlatformError, match="no free priority ahead of listener rule"):
+        make(shop).set_maintenance(True, "x")

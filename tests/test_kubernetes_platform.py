@@ -415,3 +415,45 @@ def test_router_objects_missing_is_a_clear_error(cluster, ns, controller):
     with pytest.raises(PlatformError, match="HTTPRoute 'checkout' not found in namespace") as err:
         p.set_traffic(10)
     assert err.value.reason == "RouterNotFound"
+
+
+def test_maintenance_mode_sends_the_http_route_to_the_maintenance_service(cluster, ns, controller):
+    from airflow_deploy_provider.registry import NotImplementedForPlatform
+
+    p = KubernetesPlatform({"type": "kubernetes", "connection": "k8s_test", "namespace": ns, "strategy": "canary",
+                            "router": {"type": "gateway-api", "name": "checkout", "maintenance_service": "sorry"}},
+                           Target("checkout", "production"))
+    assert KubernetesPlatform.maintenance_support(p.settings) is None
+    p.kube.create("httproute", route())
+    p.deploy(spec("1.0.0"), "stable")
+    wait_ready(p, "stable", "1.0.0")
+    p.deploy(spec("2.0.0"), "canary")
+    wait_ready(p, "canary", "2.0.0")
+    p.set_traffic(10)
+    before = p.kube.get("httproute", "checkout")["spec"]["rules"]
+    assert p.maintenance().enabled is False
+    state = p.set_maintenance(True, "Checkout is paused.", retry_after=120)
+    assert (state.enabled, state.message) == (True, "Checkout is paused.")
+    (rule,) = p.kube.get("httproute", "checkout")["spec"]["rules"]
+    assert rule["backendRefs"] == [{"name": "sorry", "port": 80, "weight": 1}]
+    assert rule["matches"] == before[0]["matches"]  # the user's matches stay
+    assert rule["filters"] == [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "set": [{"name": "Retry-After", "value": "120"}]}}]
+    versions = len(cluster.history("gateway.networking.k8s.io/v1/httproutes", ns, "checkout"))
+    assert p.set_maintenance(True, "Checkout is paused.", retry_after=120).since == state.since
+    assert len(cluster.history("gateway.networking.k8s.io/v1/httproutes", ns, "checkout")) == versions  # no write
+    with pytest.raises(PlatformError, match="in maintenance mode") as err:
+        p.set_traffic(50)  # weights cannot move while the route points at the page
+    assert err.value.reason == "MaintenanceMode"
+    assert p.set_maintenance(False).enabled is False
+    route_now = p.kube.get("httproute", "checkout")
+    assert route_now["spec"]["rules"] == before  # the weights of before, canary at 10%
+    assert "deploy.airflow.apache.org/maintenance" not in (route_now["metadata"].get("annotations") or {})
+    assert p.set_maintenance(False).enabled is False
+    assert p.set_traffic(50).canary_weight == 50
+    # other routers, or no maintenance Service: not offered, and refused with the reason
+    for router in ({"type": "istio", "name": "checkout"}, {"type": "gateway-api", "name": "checkout"}):
+        plain = make(ns, router=router["type"])
+        assert "maintenanceService" in KubernetesPlatform.maintenance_support(plain.settings)
+        with pytest.raises(NotImplementedForPlatform, match="maintenanceService"):
+            plain.set_maintenance(True, "x")

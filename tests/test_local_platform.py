@@ -217,6 +217,38 @@ def test_metrics_of_a_version(platform):
     assert 'deploy_router_request_duration_seconds_bucket{le="0.1",role="stable",version="1.0"}' in text
 
 
+def test_maintenance_mode_serves_the_page_and_survives_a_router_restart(platform):
+    platform.deploy(spec("1.0", replicas=1), "stable")
+    wait_ready(platform, "stable", "1.0")
+    url = platform.endpoint()
+    assert platform.maintenance().enabled is False
+    state = platform.set_maintenance(True, "Payments are paused <for> a fix.", retry_after=120)
+    assert (state.enabled, state.message) == (True, "Payments are paused <for> a fix.")
+    for _ in range(3):
+        page = requests.get(url + "/api/pay")
+        assert (page.status_code, page.headers["Retry-After"]) == (503, "120")
+        assert "Payments are paused &lt;for&gt; a fix." in page.text and "text/html" in page.headers["Content-Type"]
+    api = requests.get(url + "/api/pay", headers={"Accept": "application/json"})
+    assert api.status_code == 503 and api.json() == {"error": "maintenance", "message": "Payments are paused <for> a fix."}
+    assert requests.get(url + "/health").status_code == 200  # monitors still reach the replicas
+    assert requests.get(platform.endpoint("stable") + "/api").json()["version"] == "1.0"  # so do tests
+    # the page is not the version's answer: its statistics stay clean
+    admin = platform.state.read()["router"]["ports"]["admin"]
+    stats = requests.get(f"http://127.0.0.1:{admin}/admin/stats", params={"version": "1.0", "window": 60}).json()
+    assert (stats["requests"], stats["errors_5xx"]) == (2, 0)  # /health and the active port's /api
+    # the same call again changes nothing; a new router (a machine restart) serves the page again
+    assert platform.set_maintenance(True, "Payments are paused <for> a fix.", retry_after=120).since == state.since
+    router = platform.state.read()["router"]["process"]
+    os.killpg(router["pid"], 15)
+    platform.deploy(spec("1.0", replicas=2), "stable")  # restarts the router from the kept state
+    wait_ready(platform, "stable", "1.0")
+    assert requests.get(url + "/api/pay").status_code == 503
+    assert platform.set_maintenance(False).enabled is False
+    assert requests.get(url + "/api/pay").status_code == 200
+    assert platform.set_maintenance(False).enabled is False  # leaving twice is fine
+    assert "deploy_router_maintenance 0.0" in requests.get(f"http://127.0.0.1:{admin}/metrics").text
+
+
 def test_cli_local_status_and_down(platform):
     platform.deploy(spec("1.0", replicas=1), "stable")
     wait_ready(platform, "stable", "1.0")

@@ -102,6 +102,19 @@ class TrafficSplit:
         return asdict(self)
 
 
+@dataclass
+class MaintenanceState:
+    """Maintenance mode as read back from the platform's router."""
+
+    enabled: bool
+    message: str = ""
+    since: float | None = None  # epoch seconds it was turned on, where the platform keeps it
+    detail: str = ""  # where it lives: the router, the ALB rule, the HTTPRoute
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class PlatformError(RuntimeError):
     """A platform operation failed; ``reason`` carries the platform's own reason (for example a Kubernetes
     ``ImagePullBackOff``)."""
@@ -191,3 +204,26 @@ class DeploymentPlatform(ABC):
     def capacity(self, spec: WorkloadSpec) -> dict[str, Any]:
         """Whether ``spec`` fits beside what runs now: ``{"fits": bool, "detail": str}``."""
         raise NotImplementedError(f"platform {self.type!r} cannot check capacity")
+
+    # ------------------------------------------------------------------ maintenance mode (optional capability)
+
+    @classmethod
+    def maintenance_support(cls, settings: dict[str, Any]) -> str | None:
+        """``None`` when :meth:`set_maintenance` works with these settings, otherwise why not. Decided from the
+        settings alone (at DAG parse time, no API call): the incident workflow offers "Maintenance mode" only
+        for targets whose platform has it."""
+        return f"platform {getattr(cls, 'type', cls.__name__)!r} has no maintenance mode"
+
+    def set_maintenance(self, enabled: bool, message: str = "", retry_after: int = 300) -> MaintenanceState:
+        """Turn maintenance mode on or off; returns the state read back. While on, live traffic gets HTTP 503
+        with ``message`` (and ``Retry-After: retry_after`` where the platform can send headers) instead of the
+        service; health checks keep reaching the replicas. Idempotent: setting the state it is in changes
+        nothing, so a retried task converges. Deployments behind it keep working where the platform allows."""
+        from airflow_deploy_provider.registry import NotImplementedForPlatform
+
+        raise NotImplementedForPlatform(self.maintenance_support(self.settings)
+                                        or f"platform {self.type!r} does not implement set_maintenance")
+
+    def maintenance(self) -> MaintenanceState:
+        """Whether maintenance mode is on, read back from the router (``False`` where there is none)."""
+        return MaintenanceState(enabled=False)

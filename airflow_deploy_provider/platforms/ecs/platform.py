@@ -12,6 +12,11 @@ Objects, for a service ``checkout`` in cluster ``shop``:
   so going back to a version is ``update-service --task-definition <that revision> --force-new-deployment``.
 * Traffic: the ALB listener rule's weighted forward action between the two target groups, read back after
   every change.
+* Maintenance mode: a second rule on the same listener, just above the service's rule with the same
+  conditions, answering with a fixed response (HTTP 503 and the maintenance page), tagged
+  ``deploy.airflow.apache.org/maintenance`` with the service rule's ARN; leaving it deletes that rule. The
+  target groups' health checks reach the tasks directly, so they keep passing, and deployments behind the
+  page go on as usual.
 
 Every method converges: it reads what is there and changes only what differs.
 """
@@ -25,6 +30,7 @@ from typing import Any
 
 from airflow_deploy_provider.platforms.base import (
     DeploymentPlatform,
+    MaintenanceState,
     PlatformError,
     Role,
     RolloutStatus,
@@ -35,6 +41,11 @@ from airflow_deploy_provider.platforms.base import (
 from airflow_deploy_provider.platforms.ecs.status import VERSION_ENV, VERSION_TAG, rollout_decision
 
 MARKER_TAG = "deploy.airflow.apache.org/deployment-started"
+MAINTENANCE_TAG = "deploy.airflow.apache.org/maintenance"  # value: the ARN of the rule it stands in front of
+# An ALB fixed response carries at most 1024 characters of body and no headers of our choosing (no Retry-After).
+MAINTENANCE_PAGE = ('<!doctype html><html><head><meta charset="utf-8"><title>Maintenance</title></head>'
+                    "<body><h1>Down for maintenance</h1><p>{message}</p></body></html>")
+MAX_RULE_PRIORITY = 50000
 # register_task_definition accepts these fields of a described task definition.
 _TD_FIELDS = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
               "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
@@ -339,6 +350,108 @@ class EcsPlatform(DeploymentPlatform):
         return TrafficSplit(stable_version=self.version_of((stable or {}).get("taskDefinition")),
                             canary_version=self.version_of((canary or {}).get("taskDefinition")),
                             canary_weight=weight)
+
+    # ------------------------------------------------------------------------------------------ maintenance
+
+    @classmethod
+    def maintenance_support(cls, settings: dict[str, Any]) -> str | None:
+        if not settings.get("listener_rule_arn"):
+            return ("maintenance mode on ECS answers from the ALB listener: it needs platform.listenerRuleArn (the "
+                    "rule that forwards the service's traffic)")
+        return None
+
+    def _listener_arn(self) -> str:
+        return (self.rule_arn or "").replace(":listener-rule/", ":listener/").rsplit("/", 1)[0]
+
+    def _maintenance_rule(self) -> dict[str, Any] | None:
+        """The maintenance rule standing in front of this service's rule, found by its tag."""
+        rules = [r for r in self._listener_rules() if r.get("RuleArn") != self.rule_arn and not r.get("IsDefault")
+                 and any(a.get("Type") == "fixed-response" for a in r.get("Actions") or [])]
+        for i in range(0, len(rules), 20):  # DescribeTags takes 20 ARNs at a time
+            chunk = [r["RuleArn"] for r in rules[i:i + 20]]
+            for desc in self.elb.describe_tags(ResourceArns=chunk).get("TagDescriptions") or []:
+                if any(t.get("Key") == MAINTENANCE_TAG and t.get("Value") == self.rule_arn
+                       for t in desc.get("Tags") or []):
+                    return next(r for r in rules if r["RuleArn"] == desc["ResourceArn"])
+        return None
+
+    def _listener_rules(self) -> list[dict[str, Any]]:
+        rules: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ListenerArn": self._listener_arn()}
+        while True:
+            page = self.elb.describe_rules(**kwargs)
+            rules += page.get("Rules") or []
+            if not page.get("NextMarker"):
+                return rules
+            kwargs["Marker"] = page["NextMarker"]
+
+    @staticmethod
+    def _conditions(rule: dict[str, Any]) -> list[dict[str, Any]]:
+        """A rule's conditions as CreateRule takes them: each with its ``...Config`` block, or ``Values``."""
+        out = []
+        for cond in rule.get("Conditions") or []:
+            config = {k: v for k, v in cond.items() if k.endswith("Config")}
+            out.append({"Field": cond["Field"], **(config or {"Values": cond.get("Values") or []})})
+        return out
+
+    def _free_priority(self, service_rule: dict[str, Any], rules: list[dict[str, Any]]) -> int:
+        """The nearest free priority that takes precedence over the service's rule (below the others when the
+        service's traffic is the listener's default action, so that no other service's traffic is caught)."""
+        used = {int(r["Priority"]) for r in rules if str(r.get("Priority", "default")).isdigit()}
+        if service_rule.get("IsDefault"):
+            candidates = range(MAX_RULE_PRIORITY, 0, -1)
+        else:
+            candidates = range(int(service_rule["Priority"]) - 1, 0, -1)
+        free = next((p for p in candidates if p not in used), None)
+        if free is None:
+            raise PlatformError(f"no free priority ahead of listener rule {self.rule_arn} for the maintenance rule: "
+                                "leave a gap in the listener's rule priorities", reason="InvalidConfiguration")
+        return free
+
+    def set_maintenance(self, enabled: bool, message: str = "", retry_after: int = 300) -> MaintenanceState:
+        import html
+
+        if self.maintenance_support(self.settings):
+            return super().set_maintenance(enabled, message, retry_after)
+        existing = self._maintenance_rule()
+        if not enabled:
+            if existing is not None:
+                self.elb.delete_rule(RuleArn=existing["RuleArn"])
+            return self.maintenance()
+        body = MAINTENANCE_PAGE.format(message=html.escape(message or "The service is down for maintenance."))
+        content_type = "text/html"
+        if len(body) > 1024:
+            body, content_type = (message or "")[:1024], "text/plain"
+        action = {"Type": "fixed-response", "FixedResponseConfig": {
+            "StatusCode": "503", "ContentType": content_type, "MessageBody": body}}
+        if existing is None:
+            service_rule = self._rule()
+            conditions = self._conditions(service_rule) or [{"Field": "path-pattern",
+                                                             "PathPatternConfig": {"Values": ["*"]}}]
+            self.elb.create_rule(ListenerArn=self._listener_arn(), Conditions=conditions, Actions=[action],
+                                 Priority=self._free_priority(service_rule, self._listener_rules()),
+                                 Tags=[{"Key": MAINTENANCE_TAG, "Value": self.rule_arn}])
+        else:
+            current = next(a for a in existing["Actions"] if a.get("Type") == "fixed-response")
+            if current.get("FixedResponseConfig") != action["FixedResponseConfig"]:  # a new message only
+                self.elb.modify_rule(RuleArn=existing["RuleArn"], Actions=[action])
+        return self.maintenance()
+
+    def maintenance(self) -> MaintenanceState:
+        import html
+        import re
+
+        if not self.rule_arn:
+            return MaintenanceState(enabled=False)
+        rule = self._maintenance_rule()
+        if rule is None:
+            return MaintenanceState(enabled=False, detail=f"no maintenance rule ahead of {self.rule_arn}")
+        config = next(a for a in rule["Actions"] if a.get("Type") == "fixed-response").get("FixedResponseConfig") or {}
+        body = config.get("MessageBody") or ""
+        found = re.search(r"<p>(.*)</p>", body, re.S) if config.get("ContentType") == "text/html" else None
+        return MaintenanceState(enabled=True, message=html.unescape(found.group(1)) if found else body,
+                                detail=f"listener rule {rule['RuleArn']} (priority {rule.get('Priority')}): "
+                                       f"fixed response {config.get('StatusCode')}")
 
     # ------------------------------------------------------------------------------------------ promotion
 

@@ -9,6 +9,10 @@ Objects, for a service ``checkout`` in namespace ``production`` (every name can 
 * Services ``checkout-stable`` and ``checkout-canary`` select each track (backends of the HTTPRoute or
   VirtualService, and the addresses health checks use); Service ``checkout`` selects both tracks (the
   ``replicas`` router) or one of them (blue-green, where the switch flips its selector).
+* Maintenance mode (Gateway API with ``router.maintenanceService``): every rule of the HTTPRoute sends its
+  requests to the maintenance Service (with a ``Retry-After`` response header); the rules it replaced are kept
+  in the route's ``deploy.airflow.apache.org/maintenance`` annotation and put back on leaving. Probes reach the
+  pods directly, so they keep passing.
 
 Every method converges: it reads what is there and changes only what differs, so a retried task does not
 apply anything twice.
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from functools import cached_property
 from typing import Any
 
 from airflow_deploy_provider.platforms.base import (
     DeploymentPlatform,
+    MaintenanceState,
     PlatformError,
     Role,
     RolloutStatus,
@@ -38,7 +44,12 @@ from airflow_deploy_provider.platforms.kubernetes.rollout import (
     label_value,
     rollout_decision,
 )
-from airflow_deploy_provider.platforms.kubernetes.routers import ROUTERS, SelectorSwitch, TrafficRouter
+from airflow_deploy_provider.platforms.kubernetes.routers import (
+    MAINTENANCE_ANNOTATION,
+    ROUTERS,
+    SelectorSwitch,
+    TrafficRouter,
+)
 
 REPLICAS_ANNOTATION = f"{PREFIX}/replicas"  # the configured total, kept while routers move replicas around
 HPA_RANGE_ANNOTATION = f"{PREFIX}/paused-range"  # the HPA's own min/max while autoscaling is paused
@@ -76,6 +87,7 @@ class KubernetesPlatform(DeploymentPlatform):
         self.router_name: str = router.get("name") or svc
         self.stable_service: str = router.get("stable_service") or f"{svc}-stable"
         self.canary_service: str = router.get("canary_service") or f"{svc}-canary"
+        self.maintenance_service: str | None = router.get("maintenance_service")
         self.autoscaler: str = settings.get("autoscaler") or self.name
         self.bluegreen = settings.get("strategy") == "bluegreen"
 
@@ -439,6 +451,70 @@ class KubernetesPlatform(DeploymentPlatform):
             "spec": {k: spec[k] for k in ("replicas", "template", "strategy", "progressDeadlineSeconds") if k in spec},
         })
         return False
+
+    # ------------------------------------------------------------------------------------------ maintenance
+
+    @classmethod
+    def maintenance_support(cls, settings: dict[str, Any]) -> str | None:
+        router = settings.get("router") or {}
+        if (router.get("type") or "replicas") != "gateway-api" or not router.get("maintenance_service"):
+            return ("maintenance mode on Kubernetes sends the HTTPRoute's traffic to a maintenance Service: it needs "
+                    "platform.router.type gateway-api and platform.router.maintenanceService")
+        return None
+
+    def set_maintenance(self, enabled: bool, message: str = "", retry_after: int = 300) -> MaintenanceState:
+        if self.maintenance_support(self.settings):
+            return super().set_maintenance(enabled, message, retry_after)
+        route = self.kube.get("httproute", self.router_name)
+        if route is None:
+            raise PlatformError(f"HTTPRoute {self.router_name!r} not found in namespace {self.namespace!r}",
+                                reason="RouterNotFound")
+        saved = _annotations(route).get(MAINTENANCE_ANNOTATION)
+        if not enabled:
+            if saved:  # the rules it replaced go back, annotation removed, in one patch
+                self.kube.patch("httproute", self.router_name, {
+                    "metadata": {"annotations": {MAINTENANCE_ANNOTATION: None}},
+                    "spec": {"rules": json.loads(saved)["rules"]}})
+            return self.maintenance()
+        rules = json.loads(saved)["rules"] if saved else (route.get("spec") or {}).get("rules") or []
+        if not rules:
+            raise PlatformError(f"HTTPRoute {self.router_name!r} has no rules", reason="RouterNotFound")
+        keep = json.loads(saved) if saved else {"rules": rules, "since": time.time()}
+        keep["message"] = message
+        wanted = {"metadata": {"annotations": {MAINTENANCE_ANNOTATION: json.dumps(keep)}},
+                  "spec": {"rules": [self._maintenance_rule(rule, retry_after) for rule in rules]}}
+        if saved != wanted["metadata"]["annotations"][MAINTENANCE_ANNOTATION] or \
+                (route.get("spec") or {}).get("rules") != wanted["spec"]["rules"]:  # no write on a retry
+            self.kube.patch("httproute", self.router_name, wanted)
+        return self.maintenance()
+
+    def _maintenance_rule(self, rule: dict[str, Any], retry_after: int) -> dict[str, Any]:
+        """A rule of the route with every request sent to the maintenance Service (on the port the route's first
+        backend uses), and ``Retry-After`` set on the responses."""
+        refs = rule.get("backendRefs") or [{}]
+        out = copy.deepcopy({k: v for k, v in rule.items() if k != "backendRefs"})
+        out["backendRefs"] = [{"name": self.maintenance_service, "port": refs[0].get("port", 80), "weight": 1}]
+        filters = out.setdefault("filters", [])
+        modifier = next((f for f in filters if f.get("type") == "ResponseHeaderModifier"), None)
+        if modifier is None:  # one filter of this type per rule
+            modifier = {"type": "ResponseHeaderModifier", "responseHeaderModifier": {}}
+            filters.append(modifier)
+        headers = modifier["responseHeaderModifier"].setdefault("set", [])
+        headers[:] = [h for h in headers if h.get("name", "").lower() != "retry-after"] + [
+            {"name": "Retry-After", "value": str(int(retry_after))}]
+        return out
+
+    def maintenance(self) -> MaintenanceState:
+        if self.maintenance_support(self.settings):
+            return MaintenanceState(enabled=False)
+        route = self.kube.get("httproute", self.router_name)
+        saved = _annotations(route).get(MAINTENANCE_ANNOTATION)
+        if not saved:
+            return MaintenanceState(enabled=False, detail=f"HTTPRoute {self.router_name!r} routes to the service")
+        kept = json.loads(saved)
+        return MaintenanceState(enabled=True, message=kept.get("message") or "", since=kept.get("since"),
+                                detail=f"HTTPRoute {self.router_name!r} sends every request to Service "
+                                       f"{self.maintenance_service!r}")
 
     # ------------------------------------------------------------------------------------------ the rest
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 CANARY_ANNOTATION = "nginx.ingress.kubernetes.io/canary"
 CANARY_WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
+#: On an HTTPRoute in maintenance mode: the rules it had before (JSON), put back on leaving.
+MAINTENANCE_ANNOTATION = "deploy.airflow.apache.org/maintenance"
 
 
 class TrafficRouter:
@@ -51,6 +53,9 @@ class GatewayApiRouter(TrafficRouter):
 
     def set(self, weight: int) -> None:
         route = self._require("httproute", self.p.router_name, "HTTPRoute")
+        if MAINTENANCE_ANNOTATION in ((route.get("metadata") or {}).get("annotations") or {}):
+            raise PlatformError(f"HTTPRoute {self.p.router_name!r} is in maintenance mode (an incident): leave "
+                                "maintenance mode before moving traffic", reason="MaintenanceMode")
         rules = copy.deepcopy((route.get("spec") or {}).get("rules") or [])
         if not rules:
             raise PlatformError(f"HTTPRoute {self.p.router_name!r} has no rules", reason="RouterNotFound")

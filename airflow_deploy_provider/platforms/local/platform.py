@@ -19,6 +19,7 @@ import requests
 
 from airflow_deploy_provider.platforms.base import (
     DeploymentPlatform,
+    MaintenanceState,
     PlatformError,
     Role,
     RolloutStatus,
@@ -106,6 +107,7 @@ class LocalPlatform(DeploymentPlatform):
         write_json(self.state.router_file, {
             "ports": data["router"]["ports"], "stable": role("stable"), "canary": role("canary"),
             "weight": int(data.get("weight", 0)) if data["roles"].get("canary") else 0,
+            "maintenance": data.get("maintenance"),  # kept in state.json: it survives reloads and restarts
             "generation": data["generation"],
         })
 
@@ -425,6 +427,7 @@ class LocalPlatform(DeploymentPlatform):
         return {"target": self.target.key, "router": {"ports": router.get("ports"), "alive": alive(router.get("process"))},
                 "stable": _describe_role(data["roles"].get("stable")), "canary": _describe_role(data["roles"].get("canary")),
                 "updating_to": (data.get("stable_next") or {}).get("version"), "weight": data.get("weight", 0),
+                "maintenance": bool((data.get("maintenance") or {}).get("enabled")),
                 "resources": resources, "markers": data.get("markers", [])[-5:]}
 
     def endpoint(self, role: Role | None = None) -> str:
@@ -453,6 +456,44 @@ class LocalPlatform(DeploymentPlatform):
         return {"fits": fits, "needed_bytes": needed, "available_bytes": available,
                 "detail": f"{spec.replicas} replica(s) need {needed / 2**20:.0f} MiB, {available / 2**20:.0f} MiB "
                           "available"}
+
+    # ------------------------------------------------------------------------------------- maintenance mode
+
+    @classmethod
+    def maintenance_support(cls, settings: dict[str, Any]) -> str | None:
+        return None  # the router serves the maintenance page itself
+
+    def set_maintenance(self, enabled: bool, message: str = "", retry_after: int = 300) -> MaintenanceState:
+        with self.state.locked() as data:
+            current = data.get("maintenance")
+            if not enabled and not current:
+                return MaintenanceState(enabled=False, detail=f"router of {self.target.key}")
+            wanted = None
+            if enabled:
+                stable = data["roles"].get("stable") or {}
+                health = ((stable.get("spec") or {}).get("health_check") or {}).get("path") or "/health"
+                wanted = {"enabled": True, "message": message, "retry_after": int(retry_after),
+                          "health_path": health, "since": (current or {}).get("since") or time.time()}
+            router = data.get("router")
+            if wanted == current and router and alive(router.get("process")):
+                return self.maintenance()  # already so (a retried task): nothing to publish
+            data["maintenance"] = wanted
+            self._publish(data)
+        return self.maintenance()
+
+    def maintenance(self) -> MaintenanceState:
+        router = self.state.read().get("router")
+        if not router:
+            return MaintenanceState(enabled=False)
+        try:
+            config = requests.get(f"http://127.0.0.1:{router['ports']['admin']}/admin/config",
+                                  timeout=ADMIN_TIMEOUT).json()
+        except requests.RequestException as exc:
+            raise PlatformError(f"the router of {self.target.key} does not answer: {exc}") from exc
+        on = config.get("maintenance") or {}
+        return MaintenanceState(enabled=bool(on.get("enabled")), message=on.get("message") or "",
+                                since=on.get("since"),
+                                detail=f"router of {self.target.key} on port {router['ports']['service']}")
 
     def annotate(self, marker: dict[str, Any]) -> str:
         with self.state.locked() as data:

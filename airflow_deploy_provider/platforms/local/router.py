@@ -7,7 +7,12 @@ It listens on three ports:
 * the preview port: the canary (green) only, for tests before a switch;
 * the active port: the stable version only;
 
-and on an admin port on loopback: ``GET /admin/config`` (what it routes now), ``POST /admin/reload`` (read
+In maintenance mode (``maintenance`` in ``router.json``) the service port answers every request but the health
+check path with HTTP 503, a maintenance page and ``Retry-After``; the preview and active ports keep reaching
+the replicas (tests can check them behind the page). Those answers are not a version's: they are counted
+apart (``deploy_router_maintenance_responses``) and left out of the versions' statistics.
+
+It also listens on an admin port on loopback: ``GET /admin/config`` (what it routes now), ``POST /admin/reload`` (read
 ``router.json`` again: the platform changes weights and backends this way), ``GET /admin/stats`` (requests,
 5xx and latency quantiles of one version over the last seconds, for the ``local`` metric provider) and
 ``GET /metrics`` (Prometheus text: per-version request counts by status code and latency histograms).
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import logging
 import math
@@ -40,6 +46,10 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length"}
 KEEP_SECONDS = 15 * 60  # the longest window the metric provider asks for
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+MAINTENANCE_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Maintenance</title></head>
+<body><h1>Down for maintenance</h1><p>{message}</p></body></html>
+"""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
@@ -58,11 +68,16 @@ class Router:
                                  ["version", "role"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.weight = Gauge("deploy_router_canary_weight", "Percent of live traffic sent to the canary",
                             registry=self.registry)
+        self.maintenance_responses = PromCounter("deploy_router_maintenance_responses",
+                                                 "Requests answered with the maintenance page", registry=self.registry)
+        self.maintenance_on = Gauge("deploy_router_maintenance", "1 while maintenance mode is on",
+                                    registry=self.registry)
         self.load()
 
     def load(self) -> dict[str, Any]:
         self.config = json.loads(self.config_path.read_text())
         self.weight.set(self.config.get("weight", 0))
+        self.maintenance_on.set(1 if (self.config.get("maintenance") or {}).get("enabled") else 0)
         return self.config
 
     # ------------------------------------------------------------------------------------------ routing
@@ -90,7 +105,27 @@ class Router:
         self.next_backend[role] = i + 1
         return target["version"], backends[i]
 
+    def maintenance_page(self, request: web.Request) -> web.Response | None:
+        """The maintenance answer for a live request, or ``None`` when it goes to the service (maintenance mode
+        off, or the health check path: monitors keep seeing the replicas)."""
+        maintenance = self.config.get("maintenance") or {}
+        if not maintenance.get("enabled") or request.path == maintenance.get("health_path", "/health"):
+            return None
+        message = maintenance.get("message") or "The service is down for maintenance."
+        headers = {"Retry-After": str(int(maintenance.get("retry_after") or 300)), "Cache-Control": "no-store",
+                   "X-Deploy-Maintenance": "on"}
+        self.maintenance_responses.inc()
+        accept = request.headers.get("Accept", "")
+        if "application/json" in accept and "text/html" not in accept:  # API clients get JSON
+            return web.json_response({"error": "maintenance", "message": message}, status=503, headers=headers)
+        return web.Response(status=503, text=MAINTENANCE_PAGE.format(message=html.escape(message)),
+                            content_type="text/html", headers=headers)
+
     async def handle(self, request: web.Request, mode: str) -> web.StreamResponse:
+        if mode == "live":
+            page = self.maintenance_page(request)
+            if page is not None:
+                return page
         role = self.pick_role() if mode == "live" else mode
         chosen = self.backend(role) if role else None
         if chosen is None:
