@@ -43,7 +43,7 @@ os.environ.pop("DEPLOY_SERVICE_ROOTS", None)
 #: at the end of the suite (xdist otherwise orders files by their number of tests).
 LONG_MODULES = ("test_multi_region_e2e.py", "test_local_e2e.py", "test_kubernetes_e2e.py",
                 "test_kubernetes_rollback_e2e.py", "test_approvals_e2e.py", "test_checklist.py", "test_ecs_e2e.py",
-                "test_promotion_e2e.py", "test_ui_browser.py")
+                "test_promotion_e2e.py", "test_ui_browser.py", "test_incident_e2e.py", "test_pipeline_e2e.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

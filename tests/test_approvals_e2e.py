@@ -325,7 +325,7 @@ def test_incident_mitigated_by_a_rollback_chosen_through_the_api(governed):
     run_id = airflow.trigger(dag, run_id="e2e_incident", as_user="operator", conf={
         "summary": "checkout returns 500 for every card payment", "severity": "critical", "trigger": "manual"})
     request = governed.wait_open(dag, run_id, task=task)
-    assert set(request["options"]) == {"Roll back", "Scale up"}
+    assert set(request["options"]) == {"Roll back", "Scale up", "Maintenance mode"}
     assert governed.answer(dag, run_id, "erin", "Roll back", "1.0.2 is the suspect", task=task) == 200
     run = airflow.wait_for_run(dag, run_id, timeout=RUN_TIMEOUT)
     assert run["state"] == "success", airflow.explain(dag, run_id)

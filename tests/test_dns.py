@@ -14,6 +14,7 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -189,7 +190,8 @@ def run_dns(dags_folder: Path, airflow_db, ledger):
     """Runs a one-task DAG with the operator under ``dag.test()``; returns (task state, deployment id)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    def run(zone: str, percent: dict[str, float], **kwargs) -> tuple[str, str]:
+    def run(zone: str, configured: dict[str, float], operator: str = "RegionDnsWeightOperator",
+            **kwargs) -> tuple[str, str]:
         dag_id = f"dns_{uuid.uuid4().hex[:10]}"
         deployment_id = f"web/{dag_id}"
         ledger.start_deployment(id=deployment_id, service="web", environment="production", version="1.2.0")
@@ -197,10 +199,11 @@ def run_dns(dags_folder: Path, airflow_db, ledger):
         options = {"poll_interval": 0.1, "change_timeout": 20, **kwargs}
         (dags_folder / f"{dag_id}.py").write_text(
             "from airflow.sdk import DAG\n"
-            "from airflow_deploy_provider.operators.dns import RegionDnsWeightOperator\n"
+            f"from airflow_deploy_provider.operators.dns import {operator}\n"
+            "import datetime\n"
             f"with DAG({dag_id!r}, schedule=None, default_args={{'retries': 0}}):\n"
-            f"    RegionDnsWeightOperator(task_id='shift_dns_weight', service='web', environment='production',\n"
-            f"        deployment_id={deployment_id!r}, dns={dns!r}, weights={percent!r}, **{options!r})\n")
+            f"    {operator}(task_id='shift_dns_weight', service='web', environment='production',\n"
+            f"        deployment_id={deployment_id!r}, dns={dns!r}, weights={configured!r}, **{options!r})\n")
         bag = DagBag(str(dags_folder))
         assert bag.import_errors == {}
         dag_run = bag.dags[dag_id].test()
@@ -367,6 +370,92 @@ def test_all_weights_zero_leaves_dns_unchanged(route53, proxy, run_dns, ledger):
 ])
 def test_percent_to_route53_weights(percent, expected):
     assert route53_weights(percent) == expected
+
+
+# ------------------------------------------------------------------- restoring a failed-over region in steps
+
+SHARES = {"us-west-2": 10, "eu-west-1": 25, "ap-southeast-1": 25, "us-east-1": 40}
+
+
+def restore_options(step: int, region: str = "eu-west-1", pause: float = 0, platform: dict | None = None) -> dict:
+    """Arguments of one restoration step; every region's watch reads the local platform (nothing deployed there
+    unless the test deploys it)."""
+    platform = platform or {"type": "local", "command": ["python", "app.py", "--port", "{port}"]}
+    return {"operator": "RestoreRegionTrafficOperator", "region_to_restore": region, "percent": step,
+            "targets": {r: {"platform": platform, "metrics_provider": {"provider": "local"}} for r in SHARES},
+            "metrics": [{"name": "error_rate", "unit": "percent", "max": 5.0, "min": None, "query": None}],
+            "pause": timedelta(seconds=pause)}
+
+
+def failed_over(region: str = "eu-west-1") -> dict[str, int]:
+    """The Route53 weights after a fail over of ``region``: none for it, its share on the others."""
+    from airflow_deploy_provider.operators.dns import shares
+
+    return route53_weights(shares(SHARES, {region}))
+
+
+@pytest.mark.parametrize(("failed", "partial", "expected"), [
+    (set(), {}, SHARES),
+    ({"eu-west-1"}, {}, {"us-west-2": 13.333, "eu-west-1": 0, "ap-southeast-1": 33.333, "us-east-1": 53.333}),
+    # 10% of eu-west-1's 25: 2.5; the others share 97.5 as 10:25:40
+    (set(), {"eu-west-1": 0.1}, {"us-west-2": 13.0, "eu-west-1": 2.5, "ap-southeast-1": 32.5, "us-east-1": 52.0}),
+    (set(), {"eu-west-1": 1.0}, SHARES),
+    # the only region left takes it all, whatever the step
+    ({"us-west-2", "ap-southeast-1", "us-east-1"}, {"eu-west-1": 0.1}, {"us-west-2": 0, "eu-west-1": 100.0,
+                                                                        "ap-southeast-1": 0, "us-east-1": 0}),
+])
+def test_region_shares_with_a_region_drained_or_coming_back(failed, partial, expected):
+    from airflow_deploy_provider.operators.dns import shares
+
+    got = shares(SHARES, failed, partial)
+    assert got == pytest.approx(expected, abs=1e-3) and sum(got.values()) == pytest.approx(100)
+
+
+def test_restoration_steps_give_the_region_its_weight_back(route53, proxy, run_dns, ledger):
+    zone = create_zone(route53, failed_over())
+    seen = []
+    for step in (10, 50, 100):
+        state, deployment = run_dns(zone, SHARES, **restore_options(step))
+        assert state == "success"
+        seen.append(weights(route53, zone))
+    assert seen == [{"us-west-2": 13, "eu-west-1": 2, "ap-southeast-1": 33, "us-east-1": 52},
+                    {"us-west-2": 12, "eu-west-1": 12, "ap-southeast-1": 29, "us-east-1": 47},
+                    SHARES]
+    assert proxy.polls == {}  # Route53 (moto) said INSYNC at once: no wait was needed
+    (event,) = dns_events(ledger, deployment)
+    assert event.data["after"] == SHARES and event.data["phase"] == "restore"
+    # a step whose weights are already set submits nothing
+    batches = len(proxy.batches)
+    assert run_dns(zone, SHARES, **restore_options(100))[0] == "success" and len(proxy.batches) == batches
+
+
+def test_a_bad_restoration_step_puts_the_traffic_back_and_fails(route53, proxy, run_dns, ledger):
+    """The region's watch fails (nothing serves there: no data is never a pass): its weight goes back to 0, the
+    others' back to what they had, and the task fails."""
+    zone = create_zone(route53, failed_over())
+    proxy.pending = 1  # each change is PENDING once: the step waits in the trigger twice (restore, drain back)
+
+    state, deployment = run_dns(zone, SHARES, **restore_options(10, pause=1))
+
+    assert state == "failed"
+    assert weights(route53, zone) == failed_over()
+    assert [[c["weight"] for c in batch if c["set"] == "eu-west-1"] for batch in proxy.batches] == [[2], [0]]
+    phases = [e.data.get("phase") for e in dns_events(ledger, deployment) if "after" in e.data]
+    assert phases == ["restore", "drain"]
+    (failed,) = [e for e in ledger.events(deployment, kind="incident") if e.data.get("stage") == "restoration_failed"]
+    assert "nothing serves in eu-west-1" in failed.message and "back on the other regions" in failed.message
+
+
+def test_no_failed_over_region_skips_restoration(route53, proxy, run_dns, ledger):
+    zone = create_zone(route53, SHARES)
+    state, _ = run_dns(zone, SHARES, **restore_options(10, region="{{ params.get('region') or '' }}"))
+    assert state == "skipped" and proxy.batches == []
+
+
+def test_fail_over_without_a_region_fails_and_changes_nothing(route53, proxy, run_dns, ledger):
+    zone = create_zone(route53, SHARES)
+    state, _ = run_dns(zone, SHARES, drain=[""], require_drain=True)
+    assert state == "failed" and proxy.batches == []
 
 
 def test_other_dns_provider_is_not_implemented():

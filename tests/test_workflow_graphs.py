@@ -391,16 +391,106 @@ def test_incident_workflow(hello_dags):
     dag = hello_dags["incident_hello"]
     assert_phases_in_order(dag, ["initial_response", "diagnosis", "mitigation", "verification", "post_incident"])
     choose = dag.task_dict["mitigation.choose_mitigation"]
-    assert choose.options_mapping == {"Roll back": "mitigation.roll_back", "Scale up": "mitigation.scale_up"}
+    assert choose.options_mapping == {"Roll back": "mitigation.roll_back", "Scale up": "mitigation.scale_up",
+                                      "Maintenance mode": "mitigation.enter_maintenance_mode"}
+    assert "**Maintenance mode**: customers get a maintenance page" in choose.body
     assert dag.task_dict["mitigation.roll_back"].trigger_dag_id == "rollback_hello_production"
     assert dag.task_dict["mitigation.scale_up"].replicas == 6  # twice production's 3
     chain_of(dag, ["mitigation.mitigation_in_place", "verification.run_smoke_tests", "verification.verify_error_rate",
                    "post_incident.post_incident_report", "post_incident.resolve_status_page"])
     assert dag.task_dict["report_unresolved"].trigger_rule == "one_failed"
-    # a multi-region service fails over through the GeoDNS weights, then restores them
+    # every mitigation's path joins the same verification: tasks of the paths not taken skip without holding it
+    assert {rule(dag.task_dict[f"verification.{t}"]) for t in ("run_smoke_tests", "verify_error_rate")} == {
+        "none_failed_min_one_success"}
+    assert rule(dag.task_dict["post_incident.post_incident_report"]) == "none_failed_min_one_success"
+    assert {"verification.confirm_service_fixed", "verification.leave_maintenance_mode",
+            "verification.run_smoke_tests", "verification.verify_error_rate"} <= \
+        dag.task_dict["report_unresolved"].upstream_task_ids
+
+
+def test_incident_maintenance_mode_path(hello_dags):
+    """Maintenance mode: the page goes on; a person confirms the fix; the smoke tests check the replicas behind
+    the page; the page goes off; live traffic is watched; a failure after leaving puts the page back."""
+    dag = hello_dags["incident_hello"]
+    enter = dag.task_dict["mitigation.enter_maintenance_mode"]
+    assert (enter.enabled, enter.message) == (True, "We are fixing a problem. Please try again in a few minutes.")
+    assert set(enter.targets) == {""} and enter.targets[""]["type"] == "local"
+    chain_of(dag, ["mitigation.enter_maintenance_mode", "verification.confirm_service_fixed",
+                   "verification.run_smoke_tests", "verification.leave_maintenance_mode",
+                   "verification.verify_error_rate", "post_incident.post_incident_report"])
+    # only the maintenance path waits for a person and leaves maintenance mode: both skip on the other paths
+    for task_id in ("verification.confirm_service_fixed", "verification.leave_maintenance_mode"):
+        assert "mitigation.enter_maintenance_mode" in ancestors(dag, task_id)
+        assert rule(dag.task_dict[task_id]) == "all_success", task_id
+    confirm = dag.task_dict["verification.confirm_service_fixed"]
+    assert confirm.options == ["Leave maintenance mode"] and confirm.response_timeout.total_seconds() == 4 * 3600
+    assert dag.task_dict["verification.run_smoke_tests"].role == "stable"  # the replicas, behind the page
+    leave = dag.task_dict["verification.leave_maintenance_mode"]
+    assert leave.enabled is False and not leave.only_if_left
+    back = dag.task_dict["verification.back_into_maintenance"]
+    assert (back.enabled, back.only_if_left, rule(back)) == (True, True, "one_failed")
+    assert back.upstream_task_ids == {"verification.leave_maintenance_mode", "verification.verify_error_rate"}
+
+
+def test_incident_maintenance_mode_only_where_the_platform_has_it(checkout_dags):
+    """The platform decides from its settings (a new platform needs no factory change): checkout's Gateway API
+    router has no maintenance Service, so maintenance mode is not offered there."""
+    from airflow_deploy_provider.platforms.base import DeploymentPlatform
+
+    dag = checkout_dags["incident_checkout"]
+    assert "Maintenance mode" not in dag.task_dict["mitigation.choose_mitigation"].options
+    assert not any("maintenance" in t for t in dag.task_dict)
+
+    class Toy(DeploymentPlatform):  # a platform from another package that says nothing about maintenance
+        type = "toy"
+
+    assert Toy.maintenance_support({}) == "platform 'toy' has no maintenance mode"
+
+
+def test_incident_fail_over_restores_traffic_in_watched_steps():
+    """A multi-region service fails over through the GeoDNS weights; once a person confirms the region is fixed,
+    its weight comes back in the configured steps, each watched on the region's own metrics."""
     payments = build_service_dags(load_service(SERVICES / "payments" / ".deploy").config)["incident_payments"]
-    assert set(payments.task_dict["mitigation.choose_mitigation"].options) == {"Roll back", "Fail over"}
-    assert payments.task_dict["mitigation.fail_over"].drain == ["{{ params.region or '' }}"]
-    chain_of(payments, ["mitigation.fail_over", "restoration.restore_traffic", "post_incident.post_incident_report"])
+    assert set(payments.task_dict["mitigation.choose_mitigation"].options) == {"Roll back", "Fail over",
+                                                                                "Maintenance mode"}
+    fail_over = payments.task_dict["mitigation.fail_over"]
+    assert fail_over.drain == ["{{ params.region or '' }}"] and fail_over.require_drain
+    chain_of(payments, ["mitigation.fail_over", "restoration.confirm_region_fixed", "restoration.restore_traffic_10",
+                        "restoration.restore_traffic_50", "restoration.restore_traffic_100",
+                        "post_incident.post_incident_report"])
+    assert payments.task_dict["restoration.confirm_region_fixed"].options == ["Restore traffic"]
+    step = payments.task_dict["restoration.restore_traffic_10"]
+    assert (step.percent, step.pause, step.region_to_restore) == (10, 300.0, "{{ params.region or '' }}")
+    assert set(step.targets) == {"us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"}
+    # each region's watch reads its own ALB through its own connection
+    assert step.targets["eu-west-1"]["platform"]["connection"] == "aws_payments_eu_west_1"
+    assert "eu-west-1" in step.targets["eu-west-1"]["platform"]["listener_rule_arn"]
+    assert {m["name"] for m in step.metrics} >= {"error_rate"}
     assert payments.params.get_param("region").schema["enum"][1:] == [
         "us-west-2", "eu-west-1", "ap-southeast-1", "us-east-1"]
+    unresolved = payments.task_dict["report_unresolved"].upstream_task_ids
+    assert {"restoration.confirm_region_fixed", "restoration.restore_traffic_50"} <= unresolved
+    # maintenance mode covers every region; after it each region's own traffic is watched
+    assert set(payments.task_dict["mitigation.enter_maintenance_mode"].targets) == set(step.targets)
+    verify = payments.task_dict["verification.regions.verify_eu_west_1"]
+    assert (verify.region, verify.version, verify.budget) == ("eu-west-1", "", "incident-verification-eu-west-1")
+    chain_of(payments, ["verification.confirm_service_fixed", "verification.leave_maintenance_mode",
+                        "verification.regions.verify_eu_west_1", "post_incident.post_incident_report"])
+
+
+def test_incident_maintenance_mode_on_kubernetes_needs_a_gateway_api_maintenance_service(tmp_path):
+    """With a maintenance Service behind a Gateway API router Kubernetes has maintenance mode; with another
+    router the setting is warned about and the choice is not offered."""
+    for router, offered in (("gateway-api", True), ("istio", False)):
+        deploy = tmp_path / router / ".deploy"
+        deploy.mkdir(parents=True)
+        (deploy / "service.yaml").write_text(
+            f"service: kshop\nplatform:\n  type: kubernetes\n  router: {{type: {router}, maintenanceService: sorry}}\n"
+            "metrics: {connection: prom}\n")
+        (deploy / "production.yaml").write_text("environment: production\nstrategy: rolling\nreplicas: 2\n")
+        result = load_service(deploy)
+        assert result.errors == []
+        warnings = [i.code for i in result.issues if i.severity == "warning"]
+        assert ("maintenance-service-router" in warnings) is not offered, warnings
+        dag = build_service_dags(result.config, only="incident_kshop")["incident_kshop"]
+        assert ("Maintenance mode" in dag.task_dict["mitigation.choose_mitigation"].options) is offered

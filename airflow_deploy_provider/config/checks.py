@@ -506,6 +506,30 @@ def _rollback_conditions(svc: ServiceFile, root: Path | None) -> Iterator[Findin
 
 
 @_service_check
+def _maintenance_service(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    platform = svc.platform
+    if platform.type == "kubernetes" and platform.router.maintenance_service and \
+            platform.router.type != "gateway-api":
+        yield Finding(("platform", "router", "maintenanceService"), "maintenanceService works with the gateway-api "
+                      f"router only; with router '{platform.router.type}' the incident workflow does not offer "
+                      "maintenance mode", "maintenance-service-router", "warning")
+
+
+@_service_check
+def _incident(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
+    steps = svc.incident.restore_steps
+    for i in range(1, len(steps)):
+        if steps[i] <= steps[i - 1]:
+            yield Finding(("incident", "restoreSteps", i), f"restoration steps must strictly increase: step {i} "
+                          f"restores {steps[i]}% after {steps[i - 1]}% in step {i - 1}; expected more than "
+                          f"{steps[i - 1]}", "restore-steps-order")
+    if steps and steps[-1] != 100:
+        yield Finding(("incident", "restoreSteps", len(steps) - 1), "the last restoration step must give the "
+                      f"region all of its traffic back; got {steps[-1]} (add 100 as the last step)",
+                      "restore-steps-end")
+
+
+@_service_check
 def _migrations(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
     if svc.migrations is None or root is None:
         return

@@ -528,6 +528,10 @@ def _translate(err: dict, loc: tuple, doc: YamlDocument, model: type[BaseModel])
         code = "out-of-range"
     elif etype == "too_short":
         message = f"expected at least {ctx.get('min_length', 1)} item(s); got {ctx.get('actual_length', 0)}"
+    elif etype == "string_too_short":
+        message = f"expected text of at least {ctx.get('min_length', 1)} character(s); got {_show(value)}"
+    elif etype == "string_too_long":
+        message = f"expected text of at most {ctx.get('max_length')} characters; got {len(str(value))}"
     elif etype == "platform_type":
         message = f"expected platform type local, kubernetes or ecs; got {_show(value.get('type') if isinstance(value, dict) else value)}"
         hint = did_you_mean(str(value.get("type")), ("local", "kubernetes", "ecs")) if isinstance(value, dict) else ""

@@ -474,6 +474,10 @@ class GatewayRouter(DeployModel):
     """Service selecting the stable pods, a backend of the router. Default: ``<service>-stable``."""
     canary_service: str | None = None
     """Service selecting the canary pods, a backend of the router. Default: ``<service>-canary``."""
+    maintenance_service: str | None = None
+    """Service serving the maintenance page (``gateway-api`` only; on the stable Service's port): in maintenance
+    mode (an incident's mitigation) every rule of the HTTPRoute sends its requests there. Without it the
+    incident workflow does not offer maintenance mode on Kubernetes."""
 
 
 class SecretValue(DeployModel):
@@ -1102,6 +1106,23 @@ class IncidentSettings(DeployModel):
     fails, nothing changed."""
     verify_duration: Duration = timedelta(minutes=5)
     """How long the metrics must stay healthy after the mitigation; ``0s``: smoke tests only."""
+    maintenance_message: str = Field(
+        "We are fixing a problem. Please try again in a few minutes.", min_length=1, max_length=500)
+    """Text of the maintenance page (mitigation "Maintenance mode"): while it is on, live requests get it with HTTP
+    503 (and ``Retry-After`` where the platform can send headers). Offered when the platform has a maintenance
+    mode: local; ECS with ``listenerRuleArn``; Kubernetes with a Gateway API router and
+    ``router.maintenanceService``."""
+    fix_timeout: Duration = timedelta(hours=4)
+    """After a fail over or maintenance mode: how long the run waits for a person to confirm that the problem is
+    fixed before traffic comes back; then the run fails and the mitigation stays in place (clear the task to ask
+    again). ``0s``: no limit."""
+    restore_steps: list[Weight] = Field(default_factory=lambda: [10, 50, 100], min_length=1)
+    """After a fail over: the failed region gets its traffic back in these steps, in percent of its configured
+    weight (strictly increasing, the last 100); the other regions keep the rest in proportion to theirs."""
+    restore_pause: Duration = timedelta(minutes=5)
+    """How long the failed region's metrics are watched at each restoration step (against the rollback
+    conditions) before the next; a bad watch sends its traffic back to the other regions and fails the run.
+    ``0s``: no watch."""
 
 
 class ServiceFile(DeployModel):

@@ -34,7 +34,8 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
 
     Template fields: ``deployment_id``, ``version``.
 
-    :param version: the version under test (templated).
+    :param version: the version under test (templated); blank: the version the platform's stable role runs
+        when the gate starts.
     :param stable_version: the stable version, for relative bounds (templated).
     :param role: where the version under test runs: ``canary`` (beside stable) or ``stable`` (after promotion);
         metric providers that measure per role (CloudWatch target groups) use it.
@@ -124,6 +125,10 @@ class MetricGateOperator(NotifyingMixin, PlatformOperatorBase):
     def start_gate(self, context: Any) -> Any:
         from airflow_deploy_provider.triggers.metric_gate import MetricGateTrigger
 
+        if self.version in ("", "None", None):  # what serves now (after an incident's mitigation, say)
+            self.version = self.get_platform().traffic().stable_version or ""
+            if not self.version:
+                raise AirflowFailException(f"{self.task_id}: nothing serves in the stable role to watch")
         gate = self.gate_settings()
         if gate["failures_so_far"] > self.failure_limit:
             self._rollback_or_fail(context, f"failure budget already spent: {gate['failures_so_far']} failed checks")

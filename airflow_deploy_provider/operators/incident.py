@@ -1,5 +1,6 @@
 """The outage-recovery workflow's steps: open the incident, page, channel and status page, diagnosis, the
-mitigation a person chooses, and the post-incident report with the spec's response targets."""
+mitigation a person chooses (maintenance mode among them), the confirmation that the problem behind a fail over
+or maintenance mode is fixed, and the post-incident report with the spec's response targets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.providers.standard.operators.hitl import HITLBranchOperator, HITLOperator
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -20,7 +21,15 @@ from airflow_deploy_provider.operators.lifecycle import NotifyingMixin
 SLA_TARGETS = {"detect": timedelta(minutes=1), "respond": timedelta(minutes=5), "mitigate": timedelta(minutes=15),
                "recover": timedelta(minutes=30)}
 #: The mitigations a person can choose, and the task each one runs.
-MITIGATIONS = {"Roll back": "rollback", "Scale up": "scale_up", "Fail over": "fail_over"}
+MITIGATIONS = {"Roll back": "roll_back", "Scale up": "scale_up", "Fail over": "fail_over",
+               "Maintenance mode": "enter_maintenance_mode"}
+#: What each mitigation does, for the person choosing.
+MITIGATION_HELP = {
+    "Roll back": "roll back to the last stable version",
+    "Scale up": "double the stable replicas",
+    "Fail over": "move the failing region's GeoDNS weight to the other regions (set the run's 'region' param)",
+    "Maintenance mode": "customers get a maintenance page (HTTP 503) until you confirm the fix",
+}
 
 
 def _now() -> datetime:
@@ -269,8 +278,9 @@ class MitigationChoiceOperator(NotifyingMixin, DeploymentBaseOperator, HITLBranc
                  timeout: timedelta = timedelta(minutes=15), notification: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Incident: choose the mitigation for {kwargs.get('service')}")
-        kwargs.setdefault("body", "Roll back to the last stable version, scale up, or fail over to the other "
-                                  "regions. The diagnosis task's log lists the recent deployments and metrics.")
+        kwargs.setdefault("body", "".join(f"- **{option}**: {MITIGATION_HELP.get(option, option)}\n"
+                                          for option in choices)
+                          + "\nThe diagnosis task's log lists the recent deployments and metrics.")
         super().__init__(options=list(choices), options_mapping=choices, multiple=False,
                          assigned_users=[{"id": u, "name": u} for u in responders or []] or None,
                          response_timeout=timeout,
@@ -373,3 +383,120 @@ class MitigationDoneOperator(_IncidentStep):
         self.stage("mitigated", f"mitigation in place: {chosen}" + (f"; {version} serves" if version else ""),
                    choice=chosen, version=version)
         return version
+
+
+class MaintenanceModeOperator(_IncidentStep):
+    """
+    Turns maintenance mode on or off on every target of the service through the platform interface
+    (:meth:`~airflow_deploy_provider.platforms.base.DeploymentPlatform.set_maintenance`): while it is on, live
+    requests get HTTP 503 with ``message`` instead of the failing service. The state is read back and recorded
+    in the ledger (``maintenance`` events, and the incident's timeline). Retry-safe: the platforms converge.
+
+    With ``only_if_left`` (the task that runs when verification fails after maintenance mode was left) it turns
+    maintenance mode back on only when this incident turned it off; otherwise it skips.
+
+    Template fields: ``deployment_id``, ``message``.
+
+    :param targets: region -> platform settings (``""`` for the service's only target).
+    :param enabled: on (``True``) or off.
+    :param message: the maintenance page's text (templated).
+    :param retry_after: seconds clients are told to wait (``Retry-After``, where the platform sends headers).
+    :param only_if_left: act only when this incident left maintenance mode earlier.
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "message")
+    ui_color = "#ffe082"
+
+    def __init__(self, *, targets: dict[str, dict[str, Any]], enabled: bool, message: str = "",
+                 retry_after: int = 300, only_if_left: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not targets:
+            raise ValueError(f"{self.task_id}: no target to put in maintenance mode")
+        self.targets = targets
+        self.enabled = enabled
+        self.message = message
+        self.retry_after = retry_after
+        self.only_if_left = only_if_left
+
+    def describe(self) -> str:
+        if self.only_if_left:
+            return "maintenance mode back on when verification fails after leaving it"
+        return "maintenance mode on: live requests get the maintenance page (HTTP 503)" if self.enabled else \
+            "maintenance mode off: live requests reach the service again"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_deploy_provider.registry import get_platform
+
+        times = stage_times(self.ledger, self.deployment_id)
+        if self.only_if_left and "maintenance_off" not in times:
+            raise AirflowSkipException("this incident did not leave maintenance mode: nothing to put back")
+        states = {}
+        for region, settings in self.targets.items():
+            platform = get_platform(settings, self.service, self.environment, region or None)
+            state = platform.set_maintenance(self.enabled, self.message, self.retry_after)
+            if state.enabled != self.enabled:  # read back: the router must say what was asked
+                raise AirflowFailException(f"{platform.target.key}: maintenance mode reads back "
+                                           f"{'on' if state.enabled else 'off'} after turning it "
+                                           f"{'on' if self.enabled else 'off'} ({state.detail})")
+            states[region] = state.to_dict()
+            self.log.info("%s: maintenance mode %s (%s)", platform.target.key, "on" if state.enabled else "off",
+                          state.detail)
+        where = ", ".join(r for r in states if r) or self.service
+        if self.only_if_left:
+            stage, text = "maintenance_back_on", f"verification failed: maintenance mode back on ({where})"
+        elif self.enabled:
+            stage, text = "maintenance_on", f"maintenance mode on ({where}): customers see the maintenance page"
+        else:
+            stage, text = "maintenance_off", f"maintenance mode off ({where}): live traffic reaches the service"
+        self.ledger.record_event(self.deployment_id, "maintenance", text, phase=self.task_group_id,
+                                 task_id=self.task_id, data={"enabled": self.enabled, "targets": states})
+        self.stage(stage, text)
+        if self.enabled:
+            self.announce(f"{text}. Confirm in the run once the problem is fixed.", context, key=f"incident:{stage}")
+        return {"enabled": self.enabled, "targets": states}
+
+
+class ConfirmFixedOperator(NotifyingMixin, DeploymentBaseOperator, HITLOperator):
+    """
+    Holds the run while a fail over or maintenance mode keeps customers away from the problem, until a person
+    confirms in the Airflow UI (or through the REST API) that it is fixed; traffic comes back only then. Who
+    confirmed, when and their comment go to the ledger. When ``timeout`` passes the task fails and the mitigation
+    stays in place: clear the task to ask again.
+
+    Template fields: ``deployment_id``, ``subject``, ``body``.
+
+    :param option: the one answer (``Restore traffic``, ``Leave maintenance mode``).
+    :param responders: Airflow users who may confirm; empty: any user.
+    :param timeout: how long the request waits; ``None`` or 0: no limit.
+    """
+
+    template_fields: Sequence[str] = ("deployment_id", "subject", "body")
+    waits_for_people = True
+    expected_duration = timedelta(0)
+    ui_color = "#ffe082"
+
+    def __init__(self, *, option: str, responders: list[str] | None = None, timeout: timedelta | None = None,
+                 notification: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("subject", f"Incident: is {kwargs.get('service')} fixed?")
+        super().__init__(options=[option], multiple=False,
+                         assigned_users=[{"id": u, "name": u} for u in responders or []] or None,
+                         response_timeout=timeout or None,
+                         params={"comment": Param("", type=["null", "string"], maxLength=2000, title="Comment")},
+                         **kwargs)
+        self.option = option
+        self.notification = notification
+
+    def describe(self) -> str:
+        return f"a person confirms the problem is fixed: {self.option}"
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" in event:
+            self.record("incident", f"nobody confirmed the fix in time: {self.option.lower()} did not happen",
+                        data={"stage": "fix_not_confirmed"})
+        result = super().execute_complete(context, event)
+        user = event.get("responded_by_user") or {}
+        who = user.get("id") if isinstance(user, dict) else str(user)
+        comment = (event.get("params_input") or {}).get("comment")
+        self.record("incident", f"fix confirmed by {who}: {self.option}" + (f" ({comment})" if comment else ""),
+                    data={"stage": "fix_confirmed", "at": _now().isoformat(), "user": who, "option": self.option})
+        return result
