@@ -14,8 +14,8 @@ confirmation that the problem is fixed). Three incidents run at once in one Airf
   end.
 
 The services' versions are started on the local platform by the test itself (set-up, not what is under test),
-with live load on every router: the gates read the routers' statistics, and a window without requests is no
-data, never a pass. The existing "Roll back" path runs in ``tests/test_approvals_e2e.py`` (it reuses that
+while Airflow starts; once the incidents are under way the routers the gates watch get live load: the gates read
+the routers' statistics, and a window without requests is no data, never a pass. The existing "Roll back" path runs in ``tests/test_approvals_e2e.py`` (it reuses that
 module's hotfix).
 """
 
@@ -94,26 +94,18 @@ def record(name: str) -> str:
 
 
 class Traffic:
-    """``rps`` requests per second on every router of the local platform (one thread per router, found from the
-    state folder as they appear)."""
+    """``rps`` requests per second on the routers of the local platform ``targets`` (``<service>-<environment>
+    [-<region>]``), a thread each: what the gates measure. Only where and when a gate watches: the load costs CPU
+    the runs need."""
 
-    def __init__(self, state_root: Path, rps: float = 20.0) -> None:
-        self.root, self.rps = state_root, rps
+    def __init__(self, state_root: Path, targets: list[str], rps: float = 20.0) -> None:
+        self.rps = rps
         self._stop = threading.Event()
-        self._ports: set[int] = set()
-        self._threads = [threading.Thread(target=self._scan, daemon=True)]
-        self._threads[0].start()
-
-    def _scan(self) -> None:
-        while not self._stop.is_set():
-            for state in self.root.glob("*/state.json"):
-                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                    port = json.loads(state.read_text())["router"]["ports"]["service"]
-                    if port not in self._ports:
-                        self._ports.add(port)
-                        self._threads.append(threading.Thread(target=self._load, args=(port,), daemon=True))
-                        self._threads[-1].start()
-            self._stop.wait(0.3)
+        ports = [json.loads((state_root / key / "state.json").read_text())["router"]["ports"]["service"]
+                 for key in targets]
+        self._threads = [threading.Thread(target=self._load, args=(port,), daemon=True) for port in ports]
+        for thread in self._threads:
+            thread.start()
 
     def _load(self, port: int) -> None:
         with requests.Session() as session:
@@ -134,6 +126,7 @@ class Incidents:
     ledger_url: str
     zone: str
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # per incident: requests, what customers got
+    traffic: Traffic | None = None
 
     def ledger(self):
         from airflow_deploy_provider.ledger.store import DeploymentLedger
@@ -246,7 +239,6 @@ def incidents(tmp_path_factory):
         "AIRFLOW_CONN_DEPLOY_LEDGER": json.dumps({"conn_type": "deploy_ledger", "host": ledger_url}),
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
     })
-    traffic = None
     result = Incidents(airflow, moto, ledger_url, create_zone(moto, "incgeo"))
     try:
         roots = {}
@@ -263,12 +255,11 @@ def incidents(tmp_path_factory):
             airflow.start()
             for future in deployed:
                 future.result()
-        traffic = Traffic(airflow.home / "deploy-local")
         airflow.wait_for_dags([f"incident_{name}" for name in roots])
         yield result
     finally:
-        if traffic is not None:
-            traffic.stop()
+        if result.traffic is not None:
+            result.traffic.stop()
         # Every router and replica carries the server's AIRFLOW_HOME (the set-up's too): stop() ends them.
         airflow.stop()
         print(f"\nincident e2e: {time.monotonic() - started:.0f}s in all", file=sys.stderr)
@@ -284,6 +275,9 @@ def answered(incidents):
     choices = {"incscale": "Scale up", "incmaint": "Maintenance mode", "incgeo": "Fail over"}
     for name in choices:
         incidents.trigger(name, **({"region": FAILING} if name == "incgeo" else {}))
+    # live traffic where a gate will watch: the two single-region services, and the region failed over
+    incidents.traffic = Traffic(incidents.airflow.home / "deploy-local", [
+        "incscale-production", "incmaint-production", f"incgeo-production-{FAILING}"])
     for name, choice in choices.items():
         incidents.seen[name] = {"choice": incidents.wait_open(name, CHOOSE)}
         incidents.answer(name, CHOOSE, choice, f"{choice.lower()} for {name}")

@@ -194,6 +194,8 @@ class RegionDnsWeightOperator(DeploymentBaseOperator):
 
         state = dict(event.get("state") or {})
         state.update(change_id=event.get("change_id"), change_status=event.get("status"))
+        # What was submitted (on a worker resumed after the wait, not the configured shares).
+        self.weights = dict(state.get("percent") or self.weights)
         if not event.get("ok"):
             self.record("dns", f"GeoDNS weights of {self._name}: FAILED, {event.get('reason')}",
                         data={**state, "error": event.get("reason")})
