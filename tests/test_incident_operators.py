@@ -33,12 +33,12 @@ def step(task_id: str, settings: dict, **kwargs) -> MaintenanceModeOperator:
                                    targets={"": settings}, message="Back in five minutes.", **kwargs)
 
 
-def test_maintenance_on_off_and_back_on_only_after_leaving(served, ledger):
+def test_maintenance_on_off_and_back_on_only_for_an_incident_that_used_it(served, ledger):
     ledger.start_deployment(id=INCIDENT, service="mm", environment="production", version="1.0.0", kind="incident")
     live = served.endpoint() + "/api"
-    back = step("back_into_maintenance", served.settings, enabled=True, only_if_left=True)
-    with pytest.raises(AirflowSkipException, match="did not leave maintenance mode"):
-        back.execute({})  # a failure before maintenance mode was ever left: nothing to put back
+    back = step("back_into_maintenance", served.settings, enabled=True, only_if_entered=True)
+    with pytest.raises(AirflowSkipException, match="did not use maintenance mode"):
+        back.execute({})  # another mitigation's verification failed: nothing to put back
 
     result = step("enter_maintenance_mode", served.settings, enabled=True).execute({})
     assert result["targets"][""]["enabled"] is True
@@ -47,14 +47,18 @@ def test_maintenance_on_off_and_back_on_only_after_leaving(served, ledger):
     step("enter_maintenance_mode", served.settings, enabled=True).execute({})  # a retry changes nothing
     assert requests.get(live, timeout=5).status_code == 503
 
-    step("leave_maintenance_mode", served.settings, enabled=False).execute({})
-    assert requests.get(live, timeout=5).status_code == 200
-    back.execute({})  # verification failed after leaving: the page goes back on
+    back.execute({})  # nobody confirmed the fix in time: the page stays (nothing changes)
     assert requests.get(live, timeout=5).status_code == 503
 
-    assert [e.data["enabled"] for e in ledger.events(INCIDENT, kind="maintenance")] == [True, True, False, True]
+    step("leave_maintenance_mode", served.settings, enabled=False).execute({})
+    assert requests.get(live, timeout=5).status_code == 200
+    back.execute({})  # the watch after leaving failed: the page goes back on
+    assert requests.get(live, timeout=5).status_code == 503
+
+    assert [e.data["enabled"] for e in ledger.events(INCIDENT, kind="maintenance")] == [True, True, True, False, True]
     times = stage_times(ledger, INCIDENT)
-    assert times["maintenance_on"] <= times["maintenance_off"] <= times["maintenance_back_on"]
+    assert times["maintenance_on"] <= times["maintenance_kept"] <= times["maintenance_off"] \
+        <= times["maintenance_back_on"]
 
 
 def test_a_platform_without_maintenance_mode_says_why(ledger):

@@ -426,9 +426,9 @@ def test_incident_maintenance_mode_path(hello_dags):
     assert confirm.options == ["Leave maintenance mode"] and confirm.response_timeout.total_seconds() == 4 * 3600
     assert dag.task_dict["verification.run_smoke_tests"].role == "stable"  # the replicas, behind the page
     leave = dag.task_dict["verification.leave_maintenance_mode"]
-    assert leave.enabled is False and not leave.only_if_left
+    assert leave.enabled is False and not leave.only_if_entered
     back = dag.task_dict["verification.back_into_maintenance"]
-    assert (back.enabled, back.only_if_left, rule(back)) == (True, True, "one_failed")
+    assert (back.enabled, back.only_if_entered, rule(back)) == (True, True, "one_failed")
     assert back.upstream_task_ids == {"verification.leave_maintenance_mode", "verification.verify_error_rate"}
 
 

@@ -142,7 +142,7 @@ def build(b: ServiceDagBuilder) -> DAG:
             ends += checks
             if leave is not None:
                 MaintenanceModeOperator(
-                    task_id="back_into_maintenance", **step, targets=maintenance, enabled=True, only_if_left=True,
+                    task_id="back_into_maintenance", **step, targets=maintenance, enabled=True, only_if_entered=True,
                     message=settings.maintenance_message, trigger_rule=TriggerRule.ONE_FAILED) \
                     << checks[checks.index(leave):]  # leaving, and what watches live traffic after it
         with phase("restoration", "After a fail over: a person confirms the region is fixed; its traffic comes "

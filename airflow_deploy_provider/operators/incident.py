@@ -392,8 +392,9 @@ class MaintenanceModeOperator(_IncidentStep):
     requests get HTTP 503 with ``message`` instead of the failing service. The state is read back and recorded
     in the ledger (``maintenance`` events, and the incident's timeline). Retry-safe: the platforms converge.
 
-    With ``only_if_left`` (the task that runs when verification fails after maintenance mode was left) it turns
-    maintenance mode back on only when this incident turned it off; otherwise it skips.
+    With ``only_if_entered`` (the task that runs when leaving maintenance mode, or the watch after it, fails) it
+    turns maintenance mode back on only when this incident put it on (another mitigation's failed verification
+    skips it); every target gets it again, also those a failed leave had already turned off.
 
     Template fields: ``deployment_id``, ``message``.
 
@@ -401,14 +402,14 @@ class MaintenanceModeOperator(_IncidentStep):
     :param enabled: on (``True``) or off.
     :param message: the maintenance page's text (templated).
     :param retry_after: seconds clients are told to wait (``Retry-After``, where the platform sends headers).
-    :param only_if_left: act only when this incident left maintenance mode earlier.
+    :param only_if_entered: act only when this incident turned maintenance mode on earlier.
     """
 
     template_fields: Sequence[str] = ("deployment_id", "message")
     ui_color = "#ffe082"
 
     def __init__(self, *, targets: dict[str, dict[str, Any]], enabled: bool, message: str = "",
-                 retry_after: int = 300, only_if_left: bool = False, **kwargs: Any) -> None:
+                 retry_after: int = 300, only_if_entered: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not targets:
             raise ValueError(f"{self.task_id}: no target to put in maintenance mode")
@@ -416,10 +417,10 @@ class MaintenanceModeOperator(_IncidentStep):
         self.enabled = enabled
         self.message = message
         self.retry_after = retry_after
-        self.only_if_left = only_if_left
+        self.only_if_entered = only_if_entered
 
     def describe(self) -> str:
-        if self.only_if_left:
+        if self.only_if_entered:
             return "maintenance mode back on when verification fails after leaving it"
         return "maintenance mode on: live requests get the maintenance page (HTTP 503)" if self.enabled else \
             "maintenance mode off: live requests reach the service again"
@@ -428,8 +429,8 @@ class MaintenanceModeOperator(_IncidentStep):
         from airflow_deploy_provider.registry import get_platform
 
         times = stage_times(self.ledger, self.deployment_id)
-        if self.only_if_left and "maintenance_off" not in times:
-            raise AirflowSkipException("this incident did not leave maintenance mode: nothing to put back")
+        if self.only_if_entered and "maintenance_on" not in times:
+            raise AirflowSkipException("this incident did not use maintenance mode: nothing to put back")
         states = {}
         for region, settings in self.targets.items():
             platform = get_platform(settings, self.service, self.environment, region or None)
@@ -442,8 +443,10 @@ class MaintenanceModeOperator(_IncidentStep):
             self.log.info("%s: maintenance mode %s (%s)", platform.target.key, "on" if state.enabled else "off",
                           state.detail)
         where = ", ".join(r for r in states if r) or self.service
-        if self.only_if_left:
+        if self.only_if_entered and "maintenance_off" in times:
             stage, text = "maintenance_back_on", f"verification failed: maintenance mode back on ({where})"
+        elif self.only_if_entered:  # nobody confirmed the fix, or leaving failed: the page stays
+            stage, text = "maintenance_kept", f"maintenance mode stays on ({where}): the problem is not fixed"
         elif self.enabled:
             stage, text = "maintenance_on", f"maintenance mode on ({where}): customers see the maintenance page"
         else:
@@ -451,7 +454,7 @@ class MaintenanceModeOperator(_IncidentStep):
         self.ledger.record_event(self.deployment_id, "maintenance", text, phase=self.task_group_id,
                                  task_id=self.task_id, data={"enabled": self.enabled, "targets": states})
         self.stage(stage, text)
-        if self.enabled:
+        if stage in ("maintenance_on", "maintenance_back_on"):  # customers see the page (again): tell on-call
             self.announce(f"{text}. Confirm in the run once the problem is fixed.", context, key=f"incident:{stage}")
         return {"enabled": self.enabled, "targets": states}
 
