@@ -182,7 +182,8 @@ def _verification(b: ServiceDagBuilder, done: Any, confirm: Any, leave: Any,
         out.append(smoke)
         after = [smoke]
     if leave is not None:
-        after + ([confirm] if confirm not in after else []) >> leave  # skipped unless maintenance mode was chosen
+        # After the smoke tests; the confirmation upstream skips it on the other mitigations' paths.
+        (after if confirm in after else [*after, confirm]) >> leave
         out.append(leave)
         after = [*after, leave]
     if not watch:
