@@ -137,8 +137,8 @@ class Route53WeightHook(AwsBaseHook):
         kwargs["client_type"] = "route53"
         super().__init__(*args, **kwargs)
 
-    def weighted_records(self, hosted_zone_id: str, record_name: str) -> list[dict[str, Any]]:
-        """The weighted record sets (those with ``SetIdentifier`` and ``Weight``) named ``record_name``."""
+    def record_sets(self, hosted_zone_id: str, record_name: str) -> list[dict[str, Any]]:
+        """Every record set named ``record_name`` (any type, weighted or not)."""
         wanted = normalize_name(record_name)
         found: list[dict[str, Any]] = []
         paginator = self.conn.get_paginator("list_resource_record_sets")
@@ -146,9 +146,12 @@ class Route53WeightHook(AwsBaseHook):
             for record in page["ResourceRecordSets"]:
                 if normalize_name(record["Name"]) != wanted:
                     return found  # listed in order from record_name: the rest are other names
-                if "SetIdentifier" in record and "Weight" in record:
-                    found.append(record)
+                found.append(record)
         return found
+
+    def weighted_records(self, hosted_zone_id: str, record_name: str) -> list[dict[str, Any]]:
+        """The weighted record sets (those with ``SetIdentifier`` and ``Weight``) named ``record_name``."""
+        return [r for r in self.record_sets(hosted_zone_id, record_name) if "SetIdentifier" in r and "Weight" in r]
 
     def weights(self, hosted_zone_id: str, record_name: str) -> dict[str, dict[str, int]]:
         """SetIdentifier -> record type -> weight."""
@@ -165,39 +168,20 @@ class Route53WeightHook(AwsBaseHook):
         return self.conn.change_resource_record_sets(HostedZoneId=hosted_zone_id, ChangeBatch=batch)["ChangeInfo"]
 
 
-class Route53RecordHook(AwsBaseHook):
+class Route53RecordHook(Route53WeightHook):
     """
     Reads and upserts the simple (non-weighted) record sets of one name, for the ``update-dns`` step.
 
     :param aws_conn_id: the AWS connection (its ``endpoint_url`` extra may point at a test server).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["client_type"] = "route53"
-        super().__init__(*args, **kwargs)
-
     def zone_name(self, hosted_zone_id: str) -> str:
         """The hosted zone's domain, with its final dot (``example.com.``)."""
         return normalize_name(self.conn.get_hosted_zone(Id=hosted_zone_id)["HostedZone"]["Name"])
 
-    def record_sets(self, hosted_zone_id: str, record_name: str) -> list[dict[str, Any]]:
-        """Every record set named ``record_name`` (any type, weighted ones included)."""
-        wanted = normalize_name(record_name)
-        found: list[dict[str, Any]] = []
-        paginator = self.conn.get_paginator("list_resource_record_sets")
-        for page in paginator.paginate(HostedZoneId=hosted_zone_id, StartRecordName=wanted):
-            for record in page["ResourceRecordSets"]:
-                if normalize_name(record["Name"]) != wanted:
-                    return found  # listed in order from record_name: the rest are other names
-                found.append(record)
-        return found
-
     def upsert(self, hosted_zone_id: str, record: dict[str, Any], comment: str = "") -> dict[str, Any]:
         """UPSERT one record set; returns the change's ``ChangeInfo`` (``Id``, ``Status``)."""
-        batch: dict[str, Any] = {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": record}]}
-        if comment:
-            batch["Comment"] = comment[:256]
-        return self.conn.change_resource_record_sets(HostedZoneId=hosted_zone_id, ChangeBatch=batch)["ChangeInfo"]
+        return self.submit(hosted_zone_id, [{"Action": "UPSERT", "ResourceRecordSet": record}], comment)
 
     def change_status(self, change_id: str) -> str:
         """``PENDING`` or ``INSYNC``."""
