@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-PYTEST_WORKERS ?= 2
+# Three workers on two cores: the e2e modules spend much of their time waiting on Airflow and on the services
+# they deploy, so a third worker shortens the run (the long modules start first: tests/conftest.py LONG_MODULES).
+PYTEST_WORKERS ?= 3
 
 .PHONY: venv demo test test-fast bench lint schema docs clean
 

@@ -228,6 +228,7 @@ def test_deploy_through_the_airflow_ui(site: Site, browser, tmp_path: Path):
             check_dag_docs(deployer, shots, dags[dag_id])
         see_the_run_finish(deployer, shots, airflow, run_id)
         check_outcome(airflow, run_id)
+        check_dora_page(deployer, shots)
     except Exception as exc:
         failure = ui.failure_screenshots()
         details = airflow.explain(DAG, run_id) if run_id else airflow.process_logs()
@@ -418,6 +419,22 @@ def see_the_run_finish(page: Any, shots: Screenshots, airflow: AirflowServer, ru
     expect(state).to_have_text(re.compile(r"^(Success|Failed)$"), timeout=RUN_TIMEOUT * 1000)
     shots.take(page, "run-finished", full_page=True)
     assert state.inner_text() == "Success", airflow.explain(DAG, run_id)
+
+
+def check_dora_page(page: Any, shots: Screenshots) -> None:
+    """The plugin's DORA page, opened from the Browse menu, shows the deployment that just finished with its
+    charts (the plugin view in the Airflow UI, in a frame at /plugin/deploy-dora)."""
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    page.get_by_role("button", name=re.compile("Browse")).click()
+    page.get_by_role("menuitem", name=re.compile(r"Deployments \(DORA\)")).click()
+    expect(page).to_have_url(re.compile(r"/plugin/deploy-dora$"))
+    frame = page.frame_locator("iframe")
+    expect(frame.get_by_role("heading", name="Deployments: DORA metrics")).to_be_visible(timeout=30_000)
+    expect(frame.get_by_role("cell", name=SERVICE).first).to_be_visible()
+    assert frame.locator("svg").count() >= 1  # the charts, drawn on the server
+    shots.take(page, "dora-page", full_page=True)
 
 
 def check_outcome(airflow: AirflowServer, run_id: str) -> None:
