@@ -48,6 +48,11 @@ STEP_TASK_IDS = {
     "enable-tracing": "enable_tracing", "annotate-deployment": "annotate_deployment", "release-notes": "update_release_notes",
     "document-config-changes": "document_configuration_changes",
 }
+#: Resolved step runners and suites by (config fingerprint, service folder, name): a service's DAGs share them
+#: (operators only read them). A changed configuration has a new fingerprint; the old entries are a few small
+#: dicts per version the process has parsed.
+_RUNNERS: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+_SUITES: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 # Bounds for blue-green's post-switch watch, which the spec gives no analysis section.
 BLUEGREEN_INTERVAL = timedelta(seconds=30)
 
@@ -301,17 +306,24 @@ class ServiceDagBuilder:
                                         notification=self.notification(), trigger_rule=TriggerRule.ONE_FAILED,
                                         regions=regions, retries=2, retry_delay=timedelta(seconds=10))
 
+    def _step_runner(self, name: str) -> dict[str, Any] | None:
+        """The resolved runner of a declared step, worked out once per service configuration (a service's DAGs
+        share it; operators only read it)."""
+        key = (self.config.fingerprint, str(self.config.root), name)
+        if key not in _RUNNERS:
+            from airflow_deploy_provider.steps.defaults import resolve_runner
+
+            # snake_case keys (working_dir, block_on, content_type, hosted_zone_id), as the steps read them
+            declared = self.svc.steps[name].model_dump(mode="python", exclude_none=True, by_alias=False)
+            _RUNNERS[key] = resolve_runner(name, declared, self.svc.platform.type)
+        return _RUNNERS[key]
+
     def step(self, name: str, task_id: str | None = None) -> Any:
         """The task of a declared pipeline step: a pod (cncf.kubernetes pod operator) or a worker step; ``None``
         when the service does not declare the step."""
-        declared = self.svc.steps.get(name)
-        if declared is None:
+        if name not in self.svc.steps:
             return None
-        from airflow_deploy_provider.steps.defaults import resolve_runner
-
-        # snake_case keys (working_dir, block_on, content_type, hosted_zone_id), as the steps read them
-        runner = resolve_runner(name, declared.model_dump(mode="python", exclude_none=True, by_alias=False),
-                                self.svc.platform.type)
+        runner = self._step_runner(name)
         assert runner is not None  # the config check refuses an empty entry for a step without a default
         common = {"task_id": task_id or STEP_TASK_IDS[name], **self.common(), "step": name,
                   "version": self.release("version"), "image": self.release("image"),
@@ -330,9 +342,12 @@ class ServiceDagBuilder:
 
     def suite(self, name: str, task_id: str | None = None, role: str | None = None) -> TestSuiteOperator:
         suite = self.config.suite(name)
+        key = (self.config.fingerprint, str(self.config.root), name)
+        if key not in _SUITES:  # once per service configuration, like the step runners
+            _SUITES[key] = suite.model_dump(mode="python", by_alias=False) if suite is not None else None
         return TestSuiteOperator(
             task_id=task_id or f"{name.replace('-', '_')}_tests", **self.on_platform(), suite_name=name,
-            suite=suite.model_dump(mode="python", by_alias=False) if suite is not None else None, role=role,
+            suite=_SUITES[key], role=role,
             version=self.release("version"), service_root=str(self.config.root),
             health_path=self.env.health_check.path if self.env is not None else "/health",
             metrics_provider=self.metrics_settings() if suite is not None and suite.traffic_share else None)
