@@ -494,6 +494,10 @@ def _steps(svc: ServiceFile, root: Path | None) -> Iterator[Finding]:
                 yield Finding(("steps", name), f"step 'terraform' plans the Terraform configuration in "
                               f"'{step.working_dir or 'infra'}' of the service folder, which has no *.tf files; "
                               "set 'workingDir' to the configuration's folder", "step-terraform-config")
+        for var, ref in step.secrets.items():
+            if (ref.connection is None) == (ref.variable is None):
+                yield Finding(("steps", name, "secrets", var), f"secret {var} needs exactly one of 'connection' "
+                              "(with 'field') or 'variable'", "step-secret")
         if step.args and step.image is None:
             yield Finding(("steps", name, "args"), f"step '{name}': 'args' are for pods ('image'); a command "
                           "takes its arguments in 'command'", "step-runner")
@@ -581,6 +585,15 @@ def _approval_policy(policy: ApprovalPolicy, loc: Loc, what: str) -> Iterator[Fi
 def _suite(suite: TestSuite, loc: Loc) -> Iterator[Finding]:
     if (suite.command is None) == (suite.http is None):
         yield Finding(loc, f"'{loc[-1]}' needs exactly one of 'command' or 'http'", "suite-kind", prefer_key=True)
+    if suite.criteria is not None and suite.report is None:
+        yield Finding((*loc, "criteria"), "'criteria' judge the suite's report: add a 'report' (junit or locust) "
+                      "that the command writes", "suite-criteria", prefer_key=True)
+    if suite.report is not None and suite.command is None:
+        yield Finding((*loc, "report"), "a 'report' is written by a 'command'; HTTP checks have none",
+                      "suite-criteria", prefer_key=True)
+    if suite.traffic_share is not None and suite.command is None:
+        yield Finding((*loc, "trafficShare"), "'trafficShare' sets {users} and {rps} of a load-test 'command'",
+                      "suite-criteria", prefer_key=True)
 
 
 # --------------------------------------------------------------------------------------------- cross-file
