@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, NoReturn
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_deploy_provider.operators.base import DeploymentBaseOperator
-from airflow_deploy_provider.steps import SEVERITIES, StepContext, StepError, StepResult
+from airflow_deploy_provider.steps import SEVERITIES, StepContext, StepError, StepResult, safe_name
 
 #: Steps whose findings decide the verdict (scanners exit non-zero when they find anything at all).
 SCAN_STEPS = ("scan-cves", "scan-secrets")
@@ -23,6 +22,13 @@ def reports_root() -> Path:
     from airflow_deploy_provider.platforms.local.state import airflow_home
 
     return Path(os.environ.get("DEPLOY_REPORTS_DIR") or airflow_home() / "deploy-reports")
+
+
+def report_dir(service: str, environment: str, version: str, name: str) -> Path:
+    """The report folder of one step or suite of a version (created; a retry writes the same folder)."""
+    folder = reports_root() / service / environment / safe_name(version or "unversioned") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def judge(ctx: StepContext, result: StepResult) -> StepResult:
@@ -111,8 +117,7 @@ class PipelineStepOperator(DeploymentBaseOperator):
     def step_context(self, context: Any) -> StepContext:
         root = Path(self.service_root or ".")
         version = str(self.version or "")
-        reports = reports_root() / self.service / self.environment / _safe(version or "unversioned") / self.step
-        reports.mkdir(parents=True, exist_ok=True)
+        reports = report_dir(self.service, self.environment, version, self.step)
         previous_commit, source_image = release_history(self, version, self.previous_version)
         return StepContext(
             step=self.step, service=self.service, environment=self.environment, region=self.region,
@@ -149,14 +154,11 @@ def release_history(op: DeploymentBaseOperator, version: str,
                     previous_version: str | None) -> tuple[str | None, str | None]:
     """From the ledger: the commit of the version this one replaces, and the image this version had in an
     earlier environment (what a promotion re-tags)."""
-    previous_commit = None
-    if previous_version:
-        row = next((d for d in op.ledger.deployments(op.service) if d.version == previous_version
-                    and d.commit_sha), None)
-        previous_commit = row.commit_sha if row else None
-    source = next((d for d in op.ledger.deployments(op.service, status=["succeeded"])
-                   if d.version == version and d.environment != op.environment and d.image), None)
-    return previous_commit, source.image if source else None
+    rows = op.ledger.deployments(op.service)  # one read for both questions
+    previous = next((d for d in rows if previous_version and d.version == previous_version and d.commit_sha), None)
+    source = next((d for d in rows if d.status == "succeeded" and d.version == version
+                   and d.environment != op.environment and d.image), None)
+    return previous.commit_sha if previous else None, source.image if source else None
 
 
 def record_step_error(op: DeploymentBaseOperator, ctx: StepContext, exc: StepError) -> NoReturn:
@@ -185,7 +187,3 @@ def record_step_result(op: DeploymentBaseOperator, ctx: StepContext, result: Ste
         raise AirflowException(f"step {ctx.step} failed: {result.summary}")
     return {"step": ctx.step, "ok": True, "summary": result.summary, "exit_code": result.exit_code,
             "artifacts": result.artifacts, "changed": result.changed}
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:100]

@@ -158,13 +158,11 @@ class TestSuiteOperator(PlatformOperatorBase):
         return {"suite": self.suite_name, "passed": len(results)}
 
     def _run_command(self, url: str) -> dict[str, Any]:
-        from airflow_deploy_provider.operators.steps import reports_root
+        from airflow_deploy_provider.operators.steps import report_dir
         from airflow_deploy_provider.steps import fill, worker_env
 
         suite = self.suite or {}
-        reports = reports_root() / self.service / self.environment / (self.version or "unversioned").replace("/", "_") \
-            / f"suite-{self.suite_name}"
-        reports.mkdir(parents=True, exist_ok=True)
+        reports = report_dir(self.service, self.environment, self.version, f"suite-{self.suite_name}")
         values = {"url": url, "version": self.version, "service": self.service, "environment": self.environment,
                   "region": self.region or "", "port": "", "image": "", "commit": "", "short_sha": "",
                   "replica": "", "run_id": "", "reports": str(reports), **self._load_values(suite)}

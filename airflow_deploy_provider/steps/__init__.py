@@ -118,6 +118,13 @@ class _Blank(dict):
         return ""  # a placeholder that means nothing where it is used (``{port}`` in a build) is empty
 
 
+def safe_name(text: str) -> str:
+    """``text`` as one file or folder name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:100]
+
+
 def worker_env(extra: dict[str, str]) -> dict[str, str]:
     """The environment of a command on the worker: the worker's own, with the bin folder of Airflow's Python
     environment first on PATH (tools installed beside Airflow, such as detect-secrets or locust, are found

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_deploy_provider.steps import StepContext, StepError, StepResult
+from airflow_deploy_provider.steps import StepContext, StepError, StepResult, safe_name
 
 #: Commits listed when the previous version's commit is unknown.
 FALLBACK_COMMITS = 20
@@ -179,7 +179,7 @@ def release_notes(ctx: StepContext) -> StepResult:
         scope = f"The last {len(found)} commits up to {ctx.commit[:7]}: {why}"
     text = render_notes(ctx, found, scope)
     ctx.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.reports_dir / f"release-notes-{_safe(ctx.version)}.md"
+    path = ctx.reports_dir / f"release-notes-{safe_name(ctx.version)}.md"
     path.write_text(text)
     counts = {group: sum(1 for c in found if c.parsed[0] == group) for group, _ in GROUPS}
     summary = (f"{len(found)} commit(s): {counts['feat']} feature(s), {counts['fix']} fix(es), "
@@ -288,7 +288,7 @@ def config_changes(ctx: StepContext) -> StepResult:
         return StepResult(ok=True, summary=f"no configuration changes since {ctx.previous_version}; {kept}",
                           changed=False, data=data)
     ctx.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.reports_dir / f"config-changes-{_safe(ctx.version)}.diff"
+    path = ctx.reports_dir / f"config-changes-{safe_name(ctx.version)}.diff"
     path.write_text(diff)
     summary = f"{len(stats)} file(s) changed since {ctx.previous_version}: {', '.join(stats)}"
     excerpt = diff.splitlines()[:SLACK_LINES * 2]
@@ -299,5 +299,4 @@ def config_changes(ctx: StepContext) -> StepResult:
                       artifacts={"config_changes": str(path)}, data={**data, "posted": posted})
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:100]
+
